@@ -1,0 +1,1 @@
+//! composefs-dump(5): parser and printer.

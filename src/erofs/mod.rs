@@ -1,0 +1,5 @@
+//! EROFS images with the composefs conventions: on-disk format, writer, reader.
+
+pub mod format;
+pub mod reader;
+pub mod writer;

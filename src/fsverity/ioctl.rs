@@ -1,0 +1,1 @@
+//! fs-verity ioctls (`FS_IOC_ENABLE_VERITY`, `FS_IOC_MEASURE_VERITY`).

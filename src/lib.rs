@@ -1,0 +1,13 @@
+//! cfsctl: a host OS updater built on composefs.
+//!
+//! Data flows one way: bytes in (dump files, directories, OCI layers) -> [`tree::Tree`] ->
+//! EROFS image ([`erofs`]) -> object store ([`repo`]) -> mounts ([`mount`]). Shared types live
+//! low ([`fsverity`], [`tree`]); policy lives high (`cli`).
+
+pub mod cli;
+pub mod dumpfile;
+pub mod erofs;
+pub mod fsverity;
+pub mod mount;
+pub mod repo;
+pub mod tree;

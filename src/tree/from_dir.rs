@@ -1,0 +1,1 @@
+//! Reading a directory on disk into a [`Tree`](super::Tree).
