@@ -1,0 +1,11 @@
+#!/bin/bash
+# Installs everything cfsctl's build and tests need on a fresh Debian 12 machine (run as root).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  erofs-utils attr fsverity e2fsprogs util-linux gzip ca-certificates curl gcc pkgconf >/dev/null
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install a Rust toolchain (rustup) first" >&2; exit 1
+fi
+"$(dirname "$0")/install-mkcomposefs.sh"

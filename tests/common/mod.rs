@@ -1,0 +1,83 @@
+//! Shared helpers for integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Where the golden composefs dumps live: `$CFS_FIXTURES`, else `../shared/fixtures/...` next to
+/// the checkout (the layout CI and developers have).
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("CFS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/composefs-dumps")
+        })
+}
+
+/// True when CI asked for every reference tool to be present (`CFS_REQUIRE_TOOLS=1`): then a
+/// missing tool fails the test instead of skipping it.
+pub fn tools_required() -> bool {
+    std::env::var("CFS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+/// Finds an external tool: `$ENV_VAR`, then `fallbacks`, then `$PATH`. Prints a skip note and
+/// returns `None` when absent, or panics when CI requires the tool.
+pub fn find_tool(env_var: &str, name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
+    let candidates = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>(),
+        );
+    for c in candidates {
+        if c.is_file() {
+            return Some(c);
+        }
+    }
+    skip_or_fail(&format!("tool {name} not found (set {env_var})"))
+}
+
+/// C mkcomposefs 1.0.8 (scripts/install-mkcomposefs.sh puts it in /opt/composefs-c).
+pub fn mkcomposefs() -> Option<PathBuf> {
+    find_tool("MKCOMPOSEFS", "mkcomposefs", &["/opt/composefs-c/bin/mkcomposefs"])
+}
+
+/// C composefs-info 1.0.8.
+pub fn composefs_info() -> Option<PathBuf> {
+    find_tool("COMPOSEFS_INFO", "composefs-info", &["/opt/composefs-c/bin/composefs-info"])
+}
+
+/// A `Command` for a C composefs tool with its library path set.
+pub fn c_tool(path: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(path);
+    if let Some(prefix) = path.parent().and_then(Path::parent) {
+        cmd.env("LD_LIBRARY_PATH", prefix.join("lib/x86_64-linux-gnu"));
+    }
+    cmd
+}
+
+/// True when this process may mount filesystems (root in the initial namespaces here).
+pub fn can_mount() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    skip_or_fail::<()>("not root: mount tests need CAP_SYS_ADMIN").is_some()
+}
+
+/// Prints why a test is skipped, or panics when CI requires the prerequisite.
+pub fn skip_or_fail<T>(why: &str) -> Option<T> {
+    if tools_required() {
+        panic!("CFS_REQUIRE_TOOLS=1 but {why}");
+    }
+    eprintln!("SKIP: {why}");
+    None
+}
+
+/// The cfsctl binary built for this test run.
+pub fn cfsctl() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+}
