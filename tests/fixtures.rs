@@ -100,8 +100,8 @@ fn golden_images() {
             failures.push(format!("{name}: write: {e}"));
             continue;
         }
-        let want = std::fs::read_to_string(format!("{}.sha256", path.display()))
-            .expect("sha256 file");
+        let want =
+            std::fs::read_to_string(format!("{}.sha256", path.display())).expect("sha256 file");
         let want = want.split_whitespace().next().unwrap_or_default();
         let got = hex::encode(Sha256::digest(&image));
         if got != want {
@@ -121,7 +121,12 @@ fn golden_images() {
         checked += 1;
     }
     assert!(checked > 0, "no fixtures found");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -400,6 +400,25 @@ fn parse_number(field: &'static str, s: &[u8], radix: u32) -> Result<u64, LineEr
     })
 }
 
+/// The DIGEST field: 64 hex digits (sha256), or 128 (sha512, an extension: mkcomposefs
+/// 1.0.8 knows only sha256 and would keep the first 32 bytes). Like mkcomposefs, longer
+/// input whose first 64 characters are hex gives those 32 bytes. `Err` for anything else,
+/// which the caller refuses only where it matters.
+fn parse_digest(d: &[u8]) -> Result<Option<Digest>, LineError> {
+    let text = String::from_utf8_lossy(d).into_owned();
+    if let Ok(digest) = Digest::from_hex(&text) {
+        return Ok(Some(digest));
+    }
+    if d.len() > 64
+        && let Ok(digest) = std::str::from_utf8(&d[..64])
+            .map_err(|_| ())
+            .and_then(|t| Digest::from_hex(t).map_err(|_| ()))
+    {
+        return Ok(Some(digest));
+    }
+    Err(LineError::InvalidDigest(text))
+}
+
 /// Number of chunks an external file of `size` bytes needs (`erofs_compute_chunking`).
 pub fn chunk_count(size: u64) -> u64 {
     let bits = chunk_bits(size);
@@ -504,11 +523,8 @@ impl Builder {
             });
         }
         let digest = match unescape_optional(f[F_DIGEST])? {
-            None => None,
-            Some(d) => {
-                let text = String::from_utf8_lossy(&d).into_owned();
-                Some(Digest::from_hex(&text).map_err(|_| LineError::InvalidDigest(text))?)
-            }
+            None => Ok(None),
+            Some(d) => parse_digest(&d),
         };
 
         let mut inode = Inode::new(st_mode);
@@ -516,7 +532,6 @@ impl Builder {
         inode.uid = uid as u32;
         inode.gid = gid as u32;
         inode.mtime = mtime;
-        inode.digest = digest;
         match ftype {
             // mkcomposefs keeps a 32-bit rdev.
             FileType::CharDevice | FileType::BlockDevice => inode.rdev = rdev as u32 as u64,
@@ -571,6 +586,16 @@ impl Builder {
                 }
             }
         }
+
+        // mkcomposefs ignores digest_to_raw's failure, and the digest is only written for
+        // external files: elsewhere a malformed digest has no effect, there it would put
+        // uninitialised bytes in the image, so it is refused.
+        let digest = match digest {
+            Ok(d) => d,
+            Err(_) if inode.inline.is_some() || size == 0 || ftype != FileType::Regular => None,
+            Err(e) => return Err(e),
+        };
+        inode.digest = digest;
 
         if rest.len() > MAX_XATTR_SECTION_LEN {
             return Err(LineError::TooManyXattrs);

@@ -16,12 +16,12 @@ use std::io::{self, Write};
 use self::layout::{InodeLayout, Layout, SharedXattrs, inode_size};
 use self::prepare::{Child, Data, Node, NodeXattr, Prepared};
 use crate::erofs::format::{
-    BLOCK_BITS, BLOCK_SIZE, COMPOSEFS_FLAGS_HAS_ACL, COMPOSEFS_HEADER_VERSION,
-    COMPOSEFS_MAGIC, COMPOSEFS_VERSION_MAX, ComposefsHeader, Dirent, FEATURE_COMPAT_MTIME,
+    BLOCK_BITS, BLOCK_SIZE, COMPOSEFS_FLAGS_HAS_ACL, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC,
+    COMPOSEFS_VERSION_MAX, ComposefsHeader, Dirent, FEATURE_COMPAT_MTIME,
     FEATURE_COMPAT_XATTR_FILTER, INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN,
-    INODE_LAYOUT_COMPACT, INODE_LAYOUT_EXTENDED, InodeCompact, InodeExtended, NULL_ADDR,
-    SLOT_SIZE, SUPER_MAGIC_V1, SUPER_OFFSET, Superblock, XATTR_FILTER_DEFAULT, XattrEntry,
-    XattrHeader, file_type, inode_format, xattr_filter_bit, xattr_name_split,
+    INODE_LAYOUT_COMPACT, INODE_LAYOUT_EXTENDED, InodeCompact, InodeExtended, NULL_ADDR, SLOT_SIZE,
+    SUPER_MAGIC_V1, SUPER_OFFSET, Superblock, XATTR_FILTER_DEFAULT, XattrEntry, XattrHeader,
+    file_type, inode_format, xattr_filter_bit, xattr_name_split,
 };
 use crate::fsverity::{Algorithm, Digest, FsVerityHasher};
 use crate::tree::{Tree, mode};
@@ -69,7 +69,11 @@ pub enum WriteError {
 }
 
 /// Writes the EROFS image of `tree` to `out`.
-pub fn write_image(tree: &Tree, opts: &WriteOptions, out: &mut impl Write) -> Result<(), WriteError> {
+pub fn write_image(
+    tree: &Tree,
+    opts: &WriteOptions,
+    out: &mut impl Write,
+) -> Result<(), WriteError> {
     for v in [opts.min_version, opts.max_version] {
         if v > COMPOSEFS_VERSION_MAX {
             return Err(WriteError::UnsupportedVersion(v));
@@ -96,7 +100,11 @@ pub fn image_bytes(tree: &Tree, opts: &WriteOptions) -> Result<Vec<u8>, WriteErr
 }
 
 /// The fs-verity digest of the image of `tree`, computed while streaming (no image copy).
-pub fn compute_digest(tree: &Tree, opts: &WriteOptions, algorithm: Algorithm) -> Result<Digest, WriteError> {
+pub fn compute_digest(
+    tree: &Tree,
+    opts: &WriteOptions,
+    algorithm: Algorithm,
+) -> Result<Digest, WriteError> {
     struct HashWrite(FsVerityHasher);
     impl Write for HashWrite {
         fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -166,7 +174,12 @@ fn dirent_type(mode: u32) -> u8 {
     }
 }
 
-fn emit<W: Write>(p: &Prepared, shared: &SharedXattrs, l: &Layout, w: &mut Out<W>) -> Result<(), WriteError> {
+fn emit<W: Write>(
+    p: &Prepared,
+    shared: &SharedXattrs,
+    l: &Layout,
+    w: &mut Out<W>,
+) -> Result<(), WriteError> {
     let blocks = l.data_start / BLOCK_SIZE + l.n_data_blocks;
     let root_nid = l.inodes[0].nid;
     if root_nid >= u16::MAX as u64 {
@@ -178,7 +191,11 @@ fn emit<W: Write>(p: &Prepared, shared: &SharedXattrs, l: &Layout, w: &mut Out<W
     let header = ComposefsHeader {
         magic: COMPOSEFS_MAGIC,
         version: COMPOSEFS_HEADER_VERSION,
-        flags: if p.has_acl { COMPOSEFS_FLAGS_HAS_ACL } else { 0 },
+        flags: if p.has_acl {
+            COMPOSEFS_FLAGS_HAS_ACL
+        } else {
+            0
+        },
         composefs_version: p.version,
     };
     w.put(&header.to_bytes())?;

@@ -17,10 +17,13 @@ pub fn xattr_entry_size(x: &NodeXattr) -> u64 {
     (4 + suffix.len() as u64 + x.value.len() as u64).next_multiple_of(4)
 }
 
+/// An xattr identified by name and value.
+type XattrKey<'p> = (&'p [u8], &'p [u8]);
+
 /// The xattrs used by more than one inode, stored once after the inodes.
 pub struct SharedXattrs<'p> {
     /// Byte offset of each shared (name, value) in the shared area.
-    offsets: HashMap<(&'p [u8], &'p [u8]), u32>,
+    offsets: HashMap<XattrKey<'p>, u32>,
     /// In on-disk order.
     pub list: Vec<&'p NodeXattr<'p>>,
     /// Total bytes.
@@ -31,7 +34,7 @@ impl<'p> SharedXattrs<'p> {
     /// Counts every (name, value) pair and shares those used more than once, ordered by
     /// name, then value length, then value, all descending (mkcomposefs's `xattrs_ht_sort`).
     pub fn compute(nodes: &'p [Node<'p>]) -> Self {
-        let mut counts: HashMap<(&[u8], &[u8]), (u32, &NodeXattr)> = HashMap::new();
+        let mut counts: HashMap<XattrKey, (u32, &NodeXattr)> = HashMap::new();
         for node in nodes {
             for x in &node.xattrs {
                 counts.entry((&x.name, &x.value)).or_insert((0, x)).0 += 1;

@@ -208,7 +208,11 @@ fn check_name(name: &[u8]) -> Result<(), &'static str> {
 }
 
 /// Builds the node list.
-pub fn prepare(tree: &Tree, min_version: u32, max_version: u32) -> Result<Prepared<'_>, WriteError> {
+pub fn prepare(
+    tree: &Tree,
+    min_version: u32,
+    max_version: u32,
+) -> Result<Prepared<'_>, WriteError> {
     let version = choose_version(tree, min_version, max_version);
     let mut map: Vec<u32> = vec![u32::MAX; tree.inodes.len()];
     let mut nodes: Vec<Node> = Vec::with_capacity(tree.inodes.len() + 256);
@@ -372,23 +376,17 @@ pub fn prepare(tree: &Tree, min_version: u32, max_version: u32) -> Result<Prepar
             let budget = &mut budgets[i];
             let empty = || Cow::Borrowed(&b""[..]);
             set_xattr(&mut node.xattrs, budget, XATTR_ESCAPED_WHITEOUT, empty())
-                .and_then(|()| {
-                    set_xattr(&mut node.xattrs, budget, XATTR_USER_WHITEOUT, empty())
-                })
+                .and_then(|()| set_xattr(&mut node.xattrs, budget, XATTR_USER_WHITEOUT, empty()))
                 .map_err(|r| fail(&nodes, r))?;
             let parent = nodes[i].parent as usize;
             let pnode = &mut nodes[parent];
             let budget = &mut budgets[parent];
             let mut r = set_xattr(&mut pnode.xattrs, budget, XATTR_ESCAPED_WHITEOUTS, empty())
-                .and_then(|()| {
-                    set_xattr(&mut pnode.xattrs, budget, XATTR_USER_WHITEOUTS, empty())
-                });
+                .and_then(|()| set_xattr(&mut pnode.xattrs, budget, XATTR_USER_WHITEOUTS, empty()));
             if version >= 1 {
                 let x = || Cow::Borrowed(&b"x"[..]);
                 r = r
-                    .and_then(|()| {
-                        set_xattr(&mut pnode.xattrs, budget, XATTR_ESCAPED_OPAQUE, x())
-                    })
+                    .and_then(|()| set_xattr(&mut pnode.xattrs, budget, XATTR_ESCAPED_OPAQUE, x()))
                     .and_then(|()| set_xattr(&mut pnode.xattrs, budget, XATTR_USER_OPAQUE, x()));
             }
             r.map_err(|r| fail(&nodes, r))?;
