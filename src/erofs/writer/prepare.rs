@@ -116,7 +116,7 @@ pub fn node_path(nodes: &[Node], mut idx: u32) -> String {
     let mut parts = Vec::new();
     while idx != 0 {
         let n = &nodes[idx as usize];
-        parts.push(String::from_utf8_lossy(n.name).into_owned());
+        parts.push(n.name.escape_ascii().to_string());
         idx = n.parent;
     }
     parts.reverse();
@@ -317,7 +317,7 @@ pub fn prepare(
         let idx = map[id];
         if idx == u32::MAX {
             return Err(WriteError::Invalid {
-                path: format!("/{}", String::from_utf8_lossy(children[slot].name)),
+                path: format!("(entry) {}", children[slot].name.escape_ascii()),
                 reason: "hardlink to an inode that has no primary entry",
             });
         }
@@ -473,7 +473,7 @@ fn source_node<'a>(
 ) -> Result<Node<'a>, WriteError> {
     let inode = &tree.inodes[id];
     let invalid = |reason| WriteError::Invalid {
-        path: format!("(inode {id}) {}", String::from_utf8_lossy(name)),
+        path: format!("(inode {id}) {}", name.escape_ascii()),
         reason,
     };
     let ft = ftype(inode.mode).ok_or_else(|| invalid("mode has no valid file type"))?;
