@@ -528,4 +528,153 @@ mod tests {
         // Root and the 256 whiteout stubs.
         assert_eq!(sb.inos, 257);
     }
+
+    #[test]
+    fn streamed_digest_equals_digest_of_bytes() {
+        let tree = parse(
+            b"/ 4096 40755 2 0 0 0 1.0 - - -\n/f 3 100644 1 0 0 0 1.0 - abc -\n",
+            ParseMode::Strict,
+        )
+        .unwrap();
+        let opts = WriteOptions::default();
+        let img = image_bytes(&tree, &opts).unwrap();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            assert_eq!(
+                compute_digest(&tree, &opts, alg).unwrap(),
+                crate::fsverity::digest_bytes(alg, &img)
+            );
+        }
+    }
+
+    #[test]
+    fn version_bump_only_with_whiteouts() {
+        let plain = parse(b"/ 4096 40755 2 0 0 0 1.0 - - -\n", ParseMode::Strict).unwrap();
+        let wh = parse(
+            b"/ 4096 40755 2 0 0 0 1.0 - - -\n/w 0 20644 1 0 0 0 1.0 - - -\n",
+            ParseMode::Strict,
+        )
+        .unwrap();
+        let version = |t: &Tree, min, max| {
+            let img = image_bytes(
+                t,
+                &WriteOptions {
+                    min_version: min,
+                    max_version: max,
+                },
+            )
+            .unwrap();
+            ComposefsHeader::from_bytes(img[..32].try_into().unwrap()).composefs_version
+        };
+        assert_eq!(version(&plain, 0, 1), 0);
+        assert_eq!(version(&wh, 0, 1), 1);
+        assert_eq!(version(&wh, 0, 0), 0);
+        assert_eq!(version(&plain, 1, 0), 1);
+        assert!(matches!(
+            image_bytes(
+                &plain,
+                &WriteOptions {
+                    min_version: 2,
+                    max_version: 2
+                }
+            ),
+            Err(WriteError::UnsupportedVersion(2))
+        ));
+    }
+
+    #[test]
+    fn invalid_trees_are_refused() {
+        use crate::tree::{DirEntry, Inode};
+        let mut t = Tree::new(0o755);
+        let d = t.add_inode(Inode::new(mode::S_IFDIR | 0o755));
+        t.inodes[0].entries.insert(
+            b"d".as_slice().into(),
+            DirEntry {
+                inode: d,
+                hardlink: false,
+            },
+        );
+        t.inodes[0].entries.insert(
+            b"h".as_slice().into(),
+            DirEntry {
+                inode: d,
+                hardlink: true,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::DirectoryHardlink,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let mut t = Tree::new(0o755);
+        let f = t.add_inode(Inode::new(mode::S_IFREG | 0o644));
+        t.inodes[0].entries.insert(
+            b"a/b".as_slice().into(),
+            DirEntry {
+                inode: f,
+                hardlink: false,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::NameWithSlashOrNul,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let mut t = Tree::new(0o755);
+        let f = t.add_inode(Inode::new(mode::S_IFREG | 0o644));
+        t.inodes[0].entries.insert(
+            b"x".as_slice().into(),
+            DirEntry {
+                inode: f,
+                hardlink: true,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::NoPrimaryEntry,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let mut t = Tree::new(0o755);
+        let mut big = Inode::new(mode::S_IFREG | 0o644);
+        big.size = 1 << 60;
+        let f = t.add_inode(big);
+        t.inodes[0].entries.insert(
+            b"big".as_slice().into(),
+            DirEntry {
+                inode: f,
+                hardlink: false,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::FileTooBig,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }
