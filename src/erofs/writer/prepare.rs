@@ -36,8 +36,8 @@ const XATTR_USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
 const XATTR_USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
 const XATTR_USER_OPAQUE: &[u8] = b"user.overlay.opaque";
 const XATTR_SELINUX: &[u8] = b"security.selinux";
-/// Kernel fs-verity algorithm numbers (`FS_VERITY_HASH_ALG_*`, `<linux/fsverity.h>`), in
-/// the metacopy xattr.
+/// Version byte of overlayfs's `struct ovl_metacopy` (`fs/overlayfs/overlayfs.h`), the value
+/// of `trusted.overlay.metacopy`: version, length, flags, fs-verity algorithm, digest.
 const METACOPY_VERSION: u8 = 0;
 
 /// Names of the 256 whiteout stubs, `00`..`ff`.
@@ -352,18 +352,19 @@ pub fn prepare(
                 None => Cow::Borrowed(&[]),
             };
             let budget = &mut budgets[i];
-            let r = set_xattr(&mut node.xattrs, budget, XATTR_METACOPY, value);
-            if let (Some(p), Ok(())) = (inode.payload.as_deref(), &r)
-                && !p.is_empty()
-            {
-                let mut v = Vec::with_capacity(1 + p.len());
-                v.push(b'/');
-                v.extend_from_slice(p);
-                let r2 = set_xattr(&mut node.xattrs, budget, XATTR_REDIRECT, Cow::Owned(v));
-                r2.map_err(|r| fail(&nodes, r))?;
-            } else {
-                r.map_err(|r| fail(&nodes, r))?;
-            }
+            let added =
+                set_xattr(&mut node.xattrs, budget, XATTR_METACOPY, value).and_then(
+                    |()| match inode.payload.as_deref() {
+                        Some(p) if !p.is_empty() => {
+                            let mut v = Vec::with_capacity(1 + p.len());
+                            v.push(b'/');
+                            v.extend_from_slice(p);
+                            set_xattr(&mut node.xattrs, budget, XATTR_REDIRECT, Cow::Owned(v))
+                        }
+                        _ => Ok(()),
+                    },
+                );
+            added.map_err(|r| fail(&nodes, r))?;
         }
         let node = &mut nodes[i];
         if is_whiteout(node.mode, node.rdev) {
