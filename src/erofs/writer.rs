@@ -4,7 +4,7 @@
 //! Image layout: composefs header, zeros, superblock at 1024, inodes (each with its inline
 //! xattrs and tail data) from 1152, shared xattrs, then block-aligned data blocks (directory
 //! blocks, inline-file blocks, symlink blocks, chunk tables of external files). The writer
-//! works in three passes over compact per-inode records ([`prepare`], [`layout`], emit) and
+//! works in three passes over compact per-inode records (`prepare`, `layout`, emit) and
 //! streams the bytes out, so the image is never held in memory: [`compute_digest`] feeds the
 //! same stream into an fs-verity hasher.
 
