@@ -8,9 +8,10 @@
 //!
 //! [`ParseMode::Strict`] adds the checks mkcomposefs makes under `CFS_PARSE_STRICT=1`.
 //! Where the C parser would accept input only by reading uninitialised memory (a malformed
-//! digest) or would loop forever (a hard-link cycle not through the start), this parser
-//! refuses it instead, and it refuses hard links to directories (mkcomposefs writes them,
-//! giving a broken image).
+//! digest on an external file) or would loop forever (a hard-link cycle not through the
+//! start), this parser refuses it instead, and it refuses hard links to directories
+//! (mkcomposefs writes them, giving a broken image). A 128-hex-digit digest is read as
+//! SHA-512, where mkcomposefs would keep its first 32 bytes.
 
 use std::collections::btree_map::Entry;
 use std::io::BufRead;
