@@ -220,6 +220,9 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, b"hello world").unwrap();
         let d = measure_or_compute(&f, Algorithm::Sha256).unwrap();
-        assert_eq!(d, super::super::digest_bytes(Algorithm::Sha256, b"hello world"));
+        assert_eq!(
+            d,
+            super::super::digest_bytes(Algorithm::Sha256, b"hello world")
+        );
     }
 }
