@@ -174,42 +174,62 @@ pub fn fsmount_composefs(
     options: &MountOptions,
 ) -> Result<OwnedFd> {
     let erofs = fsmount_erofs(image).context("mounting the EROFS image")?;
-    let overlay = |layers: &dyn Fn(&FsContext) -> Result<(), FsError>| {
-        let ctx = FsContext::open("overlay")?;
-        ctx.set_string("source", &options.source)?;
-        ctx.set_string("metacopy", "on")?;
-        ctx.set_string("redirect_dir", "on")?;
-        layers(&ctx)?;
-        if options.verity == VerityMode::Require {
-            ctx.set_string("verity", "require")?;
+    match overlay_layers_by_fd(&erofs, objects_dir, options) {
+        Ok(m) => Ok(m),
+        // EINVAL on a layer key: unknown key, or FSCONFIG_SET_FD not accepted for layers
+        // (older kernels). Any other error is real.
+        Err(e) if e.errno == Errno::INVAL && e.what.contains("dir+=fd") => {
+            tracing::debug!("overlay layers by fd refused ({e}); using lowerdir=L::D");
+            overlay_layers_by_path(&erofs, objects_dir, options)
         }
-        ctx.mount_read_only()
-    };
-    let by_fd = overlay(&|ctx| {
+        Err(e) => Err(e).context("mounting overlayfs"),
+    }
+}
+
+/// An overlay fs context with the composefs options; `layers` adds the layers.
+fn overlay(
+    options: &MountOptions,
+    layers: impl FnOnce(&FsContext) -> Result<(), FsError>,
+) -> Result<OwnedFd, FsError> {
+    let ctx = FsContext::open("overlay")?;
+    ctx.set_string("source", &options.source)?;
+    ctx.set_string("metacopy", "on")?;
+    ctx.set_string("redirect_dir", "on")?;
+    layers(&ctx)?;
+    if options.verity == VerityMode::Require {
+        ctx.set_string("verity", "require")?;
+    }
+    ctx.mount_read_only()
+}
+
+/// Layers as file descriptors: `lowerdir+` = the detached EROFS mount, `datadir+` = objects.
+fn overlay_layers_by_fd(
+    erofs: &OwnedFd,
+    objects_dir: Option<BorrowedFd<'_>>,
+    options: &MountOptions,
+) -> Result<OwnedFd, FsError> {
+    overlay(options, |ctx| {
         ctx.set_fd("lowerdir+", erofs.as_fd())?;
         if let Some(objects) = objects_dir {
             ctx.set_fd("datadir+", objects)?;
         }
         Ok(())
-    });
-    match by_fd {
-        Ok(m) => return Ok(m),
-        // EINVAL: unknown key or FSCONFIG_SET_FD not accepted for layers (older kernels);
-        // any other error is real and falls through to the same error below.
-        Err(e) if e.errno == Errno::INVAL && e.what.contains("fsconfig lowerdir+") => {
-            tracing::debug!("overlay layers by fd refused ({e}); using lowerdir=L::D");
-        }
-        Err(e) if e.errno == Errno::INVAL && e.what.contains("fsconfig datadir+") => {
-            tracing::debug!("overlay data layer by fd refused ({e}); using lowerdir=L::D");
-        }
-        Err(e) => return Err(e).context("mounting overlayfs"),
-    }
-    let attached = TempAttach::new(&erofs).context("attaching the EROFS mount")?;
+    })
+}
+
+/// Layers by path for older kernels: the EROFS mount attached to a temporary directory,
+/// `lowerdir=<tmp>::/proc/self/fd/<objects>`.
+fn overlay_layers_by_path(
+    erofs: &OwnedFd,
+    objects_dir: Option<BorrowedFd<'_>>,
+    options: &MountOptions,
+) -> Result<OwnedFd> {
+    let attached = TempAttach::new(erofs).context("attaching the EROFS mount")?;
     let lowerdir = match objects_dir {
         Some(objects) => format!("{}::{}", attached.path.display(), proc_fd(objects)),
         None => attached.path.display().to_string(),
     };
-    overlay(&|ctx| ctx.set_string("lowerdir", &lowerdir)).context("mounting overlayfs")
+    overlay(options, |ctx| ctx.set_string("lowerdir", &lowerdir)).context("mounting overlayfs")
 }
 
 /// Mounts a composefs image read-only on `mountpoint`.
@@ -322,5 +342,76 @@ mod tests {
             // EROFS logs a bad superblock to dmesg, not to the fs context: only the errno.
             Err(e) => assert_eq!(e.errno, Errno::INVAL, "{e}"),
         }
+    }
+
+    /// The `lowerdir=L::D` fallback, forced (this kernel would take the fd path).
+    #[test]
+    fn legacy_lowerdir_string_mount() {
+        use crate::fsverity::Algorithm;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("note: not root, skipping the legacy overlay mount test");
+            return;
+        }
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path().join("repo"), Algorithm::Sha256).unwrap();
+        let digest = repo.write_object(b"data layer\n").unwrap();
+        let tree = td.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        let file = tree.join("f");
+        std::fs::File::create(&file).unwrap().set_len(11).unwrap();
+        let redirect = format!("/{}", digest.object_path());
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::setxattr(
+            &file,
+            "trusted.overlay.redirect",
+            redirect.as_bytes(),
+            flags,
+        )
+        .unwrap();
+        rustix::fs::setxattr(&file, "trusted.overlay.metacopy", b"", flags).unwrap();
+        let img = td.path().join("img");
+        match std::process::Command::new("mkfs.erofs")
+            .args(["--quiet", "--all-root", "-T0"])
+            .arg(&img)
+            .arg(&tree)
+            .status()
+        {
+            Ok(s) => assert!(s.success()),
+            Err(_) => {
+                eprintln!("note: mkfs.erofs not installed, skipping");
+                return;
+            }
+        }
+        let image = std::fs::File::open(&img).unwrap();
+        let erofs = match fsmount_erofs(&image) {
+            Ok(m) => m,
+            Err(e) if e.errno == Errno::PERM => {
+                eprintln!("note: mounting not permitted: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let options = MountOptions {
+            verity: VerityMode::Off,
+            ..MountOptions::default()
+        };
+        let ovl = overlay_layers_by_path(&erofs, Some(repo.objects_dir()), &options).unwrap();
+        let mnt = td.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        move_mount(&ovl, "", CWD, &mnt, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).unwrap();
+        // Our descriptors pin the mounts (EBUSY on unmount) until closed.
+        drop((ovl, erofs));
+        let read = std::fs::read(mnt.join("f"));
+        unmount(&mnt).unwrap();
+        assert_eq!(read.unwrap(), b"data layer\n");
+        let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!(".cfsctl-erofs-{}-", std::process::id()))
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -50,7 +50,10 @@ fn ioctls_report_typed_errors() {
     // A writable descriptor is open: Busy on filesystems with verity.
     let busy = enable_verity(f.as_file(), Algorithm::Sha256);
     assert!(
-        matches!(busy, Err(EnableError::NotSupported) | Err(EnableError::Busy)),
+        matches!(
+            busy,
+            Err(EnableError::NotSupported) | Err(EnableError::Busy)
+        ),
         "{busy:?}"
     );
 
@@ -70,6 +73,9 @@ fn ioctls_report_typed_errors() {
         }
         Err(e) => panic!("enable_verity: {e:?}"),
     }
-    assert_eq!(measure_or_compute(&ro, Algorithm::Sha256).unwrap(), expected);
+    assert_eq!(
+        measure_or_compute(&ro, Algorithm::Sha256).unwrap(),
+        expected
+    );
     std::fs::remove_file(path).unwrap();
 }

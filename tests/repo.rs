@@ -27,7 +27,10 @@ fn write_object_dedups_and_names_by_fsverity_digest() {
         let d1 = repo.write_object(&data).unwrap();
         let d2 = repo.write_object(&data).unwrap();
         assert_eq!(d1, d2);
-        assert_eq!(objects(&repo), vec![Path::new(&d1.object_path()).to_owned()]);
+        assert_eq!(
+            objects(&repo),
+            vec![Path::new(&d1.object_path()).to_owned()]
+        );
         assert!(repo.has_object(&d1));
         let stored = repo.object_path(&d1);
         assert_eq!(std::fs::read(&stored).unwrap(), data);

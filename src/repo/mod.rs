@@ -288,12 +288,13 @@ impl Repository {
             .with_context(|| format!("syncing repository {}", self.path.display()))
     }
 
-    fn check_algorithm(&self, digest: &Digest) -> Result<(), RepoError> {
+    fn check_algorithm(&self, digest: &Digest) -> Result<()> {
         if digest.algorithm() != self.algorithm {
             return Err(RepoError::AlgorithmMismatch {
                 digest: *digest,
                 repo: self.algorithm,
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -425,11 +426,15 @@ fn ensure_is_repo_relative(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Checks a ref name: relative, no `.`/`..`/empty components, not a temporary name.
-pub fn validate_ref_name(name: &str) -> Result<(), RepoError> {
-    ensure_is_repo_relative(name).map_err(|reason| RepoError::InvalidRefName {
-        name: name.to_string(),
-        reason,
+/// Checks a ref name: relative, no `.`/`..`/empty components, not a temporary name
+/// ([`RepoError::InvalidRefName`] otherwise).
+pub fn validate_ref_name(name: &str) -> Result<()> {
+    ensure_is_repo_relative(name).map_err(|reason| {
+        RepoError::InvalidRefName {
+            name: name.to_string(),
+            reason,
+        }
+        .into()
     })
 }
 

@@ -217,7 +217,7 @@ fn copy_content(src: &File, dst: &File, repo: &Repository) -> io::Result<Copied>
         Ok(()) => return Ok(Copied::InKernel),
         // EOPNOTSUPP/ENOTTY: no reflinks here; EXDEV: different filesystems; EINVAL: odd
         // alignment or a special file.
-        Err(Errno::OPNOTSUPP | Errno::NOTTY | Errno::XDEV | Errno::INVAL | Errno::BADF) => {}
+        Err(Errno::OPNOTSUPP | Errno::NOTTY | Errno::XDEV | Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
     if repo.verity_supported && copy_file_range_all(src, dst)? {
