@@ -7,7 +7,9 @@
 use std::fs::File;
 
 use anyhow::{Context, Result};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use super::{IMAGES, RepoError, Repository, symlink_atomic, validate_ref_name};
@@ -156,9 +158,53 @@ impl Repository {
         }
     }
 
+    /// Every image (`images/<hex>`), sorted. With [`list_refs`](Self::list_refs), the GC
+    /// roots.
+    pub fn list_images(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for (name, _) in read_dir_names(&self.images).context("listing images/")? {
+            match Digest::from_hex(&name) {
+                Ok(d) if d.algorithm() == self.algorithm() => out.push(d),
+                _ => tracing::debug!("images/{name}: not an image name, ignored"),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every ref with the object it points to, sorted by name.
+    pub fn list_refs(&self) -> Result<Vec<(String, Digest)>> {
+        let mut out = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(prefix) = pending.pop() {
+            let dir = if prefix.is_empty() {
+                self.refs.try_clone()?
+            } else {
+                self.open_ref_dir(&prefix, false)?
+            };
+            for (name, ty) in
+                read_dir_names(&dir).with_context(|| format!("listing refs/{prefix}"))?
+            {
+                let full = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if ty.is_dir() {
+                    pending.push(full);
+                } else if validate_ref_name(&full).is_ok() {
+                    let digest = self.resolve_ref(&full)?;
+                    out.push((full, digest));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Opens (optionally creating) the directory `refs/<rel>`, one component at a time
     /// without following symlinks, so a planted link cannot lead outside `refs/`.
-    fn open_ref_dir(&self, rel: &str, create: bool) -> Result<std::os::fd::OwnedFd> {
+    fn open_ref_dir(&self, rel: &str, create: bool) -> Result<OwnedFd> {
         let mut dir = self.refs.try_clone()?;
         for comp in rel.split('/') {
             if create {
@@ -175,6 +221,19 @@ impl Repository {
         }
         Ok(dir)
     }
+}
+
+/// Names and types in a directory, without `.` and `..`.
+fn read_dir_names(dir: &OwnedFd) -> std::io::Result<Vec<(String, FileType)>> {
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            out.push((name, entry.file_type()));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -203,6 +262,12 @@ mod tests {
         let (_, by_ref) = repo.open_image("deploy/a/current").unwrap();
         assert_eq!(by_ref, d);
 
+        repo.set_ref("top", &d).unwrap();
+        assert_eq!(
+            repo.list_refs().unwrap(),
+            vec![("deploy/a/current".to_string(), d), ("top".to_string(), d)]
+        );
+        assert_eq!(repo.list_images().unwrap(), vec![d]);
         repo.remove_ref("deploy/a/current").unwrap();
         let err = repo.resolve_ref("deploy/a/current").unwrap_err();
         assert!(matches!(err.downcast_ref(), Some(RepoError::MissingRef(_))));

@@ -30,7 +30,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, CWD, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
@@ -162,6 +162,10 @@ impl Repository {
     /// `meta.json`, `objects/`, `images/`, `refs/`. Returns it opened.
     pub fn init(path: impl AsRef<Path>, algorithm: Algorithm) -> Result<Repository> {
         let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
         match rustix::fs::mkdir(path, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
@@ -438,22 +442,15 @@ pub fn validate_ref_name(name: &str) -> Result<()> {
     })
 }
 
-/// Refuses operations that need a writable repository with a clear message.
-fn check_writable(repo: &Repository) -> Result<()> {
-    match rustix::fs::fstatvfs(&repo.dir) {
-        Ok(st) if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) => {
-            bail!(
-                "repository {} is on a read-only filesystem",
-                repo.path.display()
-            )
-        }
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Repository>();
+    }
 
     #[test]
     fn meta_algorithm_round_trip() {

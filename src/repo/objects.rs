@@ -17,9 +17,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use super::{
-    RepoError, Repository, check_writable, describe_fd, mkdir_exist_ok, proc_fd_path, temp_name,
-};
+use super::{RepoError, Repository, describe_fd, mkdir_exist_ok, proc_fd_path, temp_name};
 use crate::fsverity::ioctl::{EnableError, compute_digest_at, measure_verity};
 use crate::fsverity::{Digest, FsVerityHasher, digest_bytes, ioctl::enable_verity};
 
@@ -311,7 +309,6 @@ impl Repository {
             return Ok(digest);
         }
         let what = || format!("writing object {digest} to {}", self.path.display());
-        check_writable(self)?;
         let mut tmp = TmpObject::create(self).with_context(what)?;
         tmp.file().write_all(data).with_context(what)?;
         tmp.finish(Some(digest), &what)
@@ -337,7 +334,6 @@ impl Repository {
                 self.path.display()
             )
         };
-        check_writable(self)?;
         let tmp = TmpObject::create(self).with_context(what)?;
         let copied = copy_content(src, &tmp.file, self).with_context(what)?;
         let userspace = match copied {
