@@ -10,8 +10,7 @@
 //! the mount is built detached and attached in one step, and the kernel's fs-context messages
 //! are drained into the error on failure. Kernel support and fallbacks:
 //! - file-backed EROFS (`source=/proc/self/fd/N` on a regular file) needs Linux 6.12; older
-//!   kernels need a loop device. That fallback needs the `LOOP_CTL_GET_FREE`/`LOOP_CONFIGURE`
-//!   ioctls and is not implemented yet: the error says so.
+//!   kernels answer ENOTBLK and get a read-only, auto-clearing loop device instead.
 //! - layers passed as file descriptors (`lowerdir+`/`datadir+` via `FSCONFIG_SET_FD`) need
 //!   Linux 6.13 or so (detached mounts as layers: 6.15); otherwise the EROFS mount is attached to
 //!   a private temporary directory and the layers given with the `lowerdir=L::D` string syntax
@@ -23,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
-use rustix::fs::CWD;
+use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags, fsconfig_create,
@@ -31,6 +30,7 @@ use rustix::mount::{
 };
 
 use crate::fsverity::Digest;
+use crate::fsverity::ioctl::{loop_configure_read_only, loop_ctl_get_free};
 use crate::repo::Repository;
 
 /// Whether overlayfs must check each object's fs-verity digest.
@@ -150,20 +150,55 @@ fn proc_fd(fd: BorrowedFd<'_>) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// A detached read-only mount of the EROFS image `image` (a regular file).
-pub fn fsmount_erofs(image: impl AsFd) -> Result<OwnedFd, FsError> {
+/// A detached read-only mount of the EROFS image `image` (a regular file): file-backed where
+/// the kernel supports it (6.12+), otherwise through a loop device.
+pub fn fsmount_erofs(image: impl AsFd) -> Result<OwnedFd> {
+    match fsmount_erofs_file(image.as_fd()) {
+        Ok(m) => Ok(m),
+        // Kernels before 6.12 look the source up as a block device.
+        Err(e) if e.errno == Errno::NOTBLK => {
+            tracing::debug!("file-backed EROFS refused ({e}); using a loop device");
+            fsmount_erofs_loop(image)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// File-backed EROFS: `source=/proc/self/fd/N`.
+fn fsmount_erofs_file(image: BorrowedFd<'_>) -> Result<OwnedFd, FsError> {
     let ctx = FsContext::open("erofs")?;
     ctx.set_flag("ro")?;
-    ctx.set_string("source", &proc_fd(image.as_fd()))?;
-    ctx.mount_read_only().map_err(|mut e| {
-        if e.errno == Errno::NOTBLK {
-            e.kernel.push(
-                "file-backed EROFS needs Linux 6.12; the loop-device fallback is not implemented"
-                    .into(),
-            );
+    ctx.set_string("source", &proc_fd(image))?;
+    ctx.mount_read_only()
+}
+
+/// EROFS through a read-only, auto-clearing loop device (`LOOP_CONFIGURE`, Linux 5.8+; the
+/// older `LOOP_SET_FD` + `LOOP_SET_STATUS64` pair is not implemented). The device detaches
+/// itself once the mount is gone.
+pub fn fsmount_erofs_loop(image: impl AsFd) -> Result<OwnedFd> {
+    let control = rustix::fs::open(
+        "/dev/loop-control",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .context("opening /dev/loop-control")?;
+    // Another process may configure the device between GET_FREE and CONFIGURE (EBUSY).
+    for _ in 0..16 {
+        let n = loop_ctl_get_free(&control).context("LOOP_CTL_GET_FREE")?;
+        let path = format!("/dev/loop{n}");
+        let device = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {path}"))?;
+        match loop_configure_read_only(&device, image.as_fd()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) => continue,
+            Err(e) => return Err(e).with_context(|| format!("LOOP_CONFIGURE {path}")),
         }
-        e
-    })
+        let ctx = FsContext::open("erofs")?;
+        ctx.set_flag("ro")?;
+        ctx.set_string("source", &path)?;
+        return Ok(ctx.mount_read_only()?);
+    }
+    anyhow::bail!("no free loop device after 16 attempts")
 }
 
 /// A detached, read-only composefs mount: the EROFS `image` as the metadata layer and
@@ -336,7 +371,7 @@ mod tests {
         }
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, &[0u8; 8192]).unwrap();
-        match fsmount_erofs(&f) {
+        match fsmount_erofs_file(f.as_fd()) {
             Ok(_) => panic!("garbage mounted as EROFS"),
             Err(e) if e.errno == Errno::PERM => eprintln!("note: mounting not permitted: {e}"),
             // EROFS logs a bad superblock to dmesg, not to the fs context: only the errno.
@@ -383,7 +418,7 @@ mod tests {
             }
         }
         let image = std::fs::File::open(&img).unwrap();
-        let erofs = match fsmount_erofs(&image) {
+        let erofs = match fsmount_erofs_file(image.as_fd()) {
             Ok(m) => m,
             Err(e) if e.errno == Errno::PERM => {
                 eprintln!("note: mounting not permitted: {e}");
@@ -413,5 +448,52 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn erofs_via_loop_device() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("note: not root, skipping the loop device test");
+            return;
+        }
+        let td = tempfile::tempdir().unwrap();
+        let tree = td.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("hello"), b"via loop\n").unwrap();
+        let img = td.path().join("img");
+        match std::process::Command::new("mkfs.erofs")
+            .args(["--quiet", "--all-root", "-T0"])
+            .arg(&img)
+            .arg(&tree)
+            .status()
+        {
+            Ok(s) => assert!(s.success()),
+            Err(_) => {
+                eprintln!("note: mkfs.erofs not installed, skipping");
+                return;
+            }
+        }
+        let image = std::fs::File::open(&img).unwrap();
+        let erofs = match fsmount_erofs_loop(&image) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("note: no loop devices here, skipping: {e:#}");
+                return;
+            }
+        };
+        let mnt = td.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        move_mount(
+            &erofs,
+            "",
+            CWD,
+            &mnt,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .unwrap();
+        drop(erofs);
+        let read = std::fs::read(mnt.join("hello"));
+        unmount(&mnt).unwrap();
+        assert_eq!(read.unwrap(), b"via loop\n");
     }
 }

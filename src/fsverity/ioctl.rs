@@ -1,19 +1,21 @@
-//! fs-verity ioctls (`FS_IOC_ENABLE_VERITY`, `FS_IOC_MEASURE_VERITY`).
+//! fs-verity ioctls (`FS_IOC_ENABLE_VERITY`, `FS_IOC_MEASURE_VERITY`), and the two loop
+//! device ioctls the mount fallback for kernels without file-backed EROFS needs.
 //!
-//! This is the only module of the crate allowed to use `unsafe`: the two ioctls have no safe
+//! This is the only module of the crate allowed to use `unsafe`: these ioctls have no safe
 //! wrapper in rustix, so they are declared here with rustix's typed ioctl helpers. Everything
 //! else (`measure_or_compute`) is safe code on top of them.
 //!
-//! Structures and numbers follow `include/uapi/linux/fsverity.h`.
+//! Structures and numbers follow `include/uapi/linux/fsverity.h` and
+//! `include/uapi/linux/loop.h`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 
 use rustix::io::Errno;
-use rustix::ioctl::{self, Opcode, Setter, Updater, opcode};
+use rustix::ioctl::{self, Ioctl, IoctlOutput, Opcode, Setter, Updater, opcode};
 
 use super::{Algorithm, BLOCK_SIZE, Digest, FsVerityHasher};
 
@@ -198,6 +200,111 @@ pub fn compute_digest_at(file: &File, algorithm: Algorithm) -> io::Result<Digest
     Ok(hasher.finish())
 }
 
+/// `LOOP_CTL_GET_FREE` (on `/dev/loop-control`): returns the number of a free loop device.
+const LOOP_CTL_GET_FREE: Opcode = 0x4C82;
+/// `LOOP_CONFIGURE` (Linux 5.8): attach a backing file and set flags in one call.
+const LOOP_CONFIGURE: Opcode = 0x4C0A;
+/// `LO_FLAGS_READ_ONLY`.
+const LO_FLAGS_READ_ONLY: u32 = 1;
+/// `LO_FLAGS_AUTOCLEAR`: detach the backing file when the last user closes the device.
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` (232 bytes).
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` (304 bytes).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// `LOOP_CTL_GET_FREE`: no argument, the result is the ioctl's return value.
+struct LoopCtlGetFree;
+
+// SAFETY: LOOP_CTL_GET_FREE takes no argument (we pass a null pointer the kernel ignores)
+// and reads or writes no user memory; its non-negative return value is the device number.
+unsafe impl Ioctl for LoopCtlGetFree {
+    type Output = u32;
+    const IS_MUTATING: bool = false;
+
+    fn opcode(&self) -> Opcode {
+        LOOP_CTL_GET_FREE
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        std::ptr::null_mut()
+    }
+
+    unsafe fn output_from_ptr(
+        out: IoctlOutput,
+        _: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<u32> {
+        u32::try_from(out).map_err(|_| Errno::RANGE)
+    }
+}
+
+/// Asks `/dev/loop-control` (opened as `control`) for a free loop device number.
+pub fn loop_ctl_get_free(control: impl AsFd) -> io::Result<u32> {
+    // SAFETY: see the `Ioctl` impl of `LoopCtlGetFree`.
+    Ok(unsafe { ioctl::ioctl(control.as_fd(), LoopCtlGetFree) }?)
+}
+
+/// `LOOP_CONFIGURE`: backs the loop device `device` with `backing`, read-only, detaching
+/// automatically once the last user (our descriptor, then the mount) is gone. EBUSY means
+/// another process took the device first: ask for a free one again.
+pub fn loop_configure_read_only(device: impl AsFd, backing: impl AsFd) -> io::Result<()> {
+    let backing_fd = backing.as_fd().as_raw_fd();
+    let config = LoopConfig {
+        fd: u32::try_from(backing_fd).map_err(|_| io::Error::from(Errno::BADF))?,
+        // 0: the kernel picks the backing file's logical block size.
+        block_size: 0,
+        info: LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_file_name: [0; 64],
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        },
+        reserved: [0; 8],
+    };
+    // SAFETY: LOOP_CONFIGURE reads one `struct loop_config`, which `LoopConfig` mirrors
+    // (repr(C), size checked in the tests) and writes nothing back. `backing` stays borrowed,
+    // hence open, for the duration of the call; the kernel takes its own reference.
+    unsafe {
+        ioctl::ioctl(
+            device.as_fd(),
+            Setter::<LOOP_CONFIGURE, LoopConfig>::new(config),
+        )
+    }?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +314,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<FsVerityEnableArg>(), 128);
         assert_eq!(std::mem::size_of::<FsVerityDigestHeader>(), 4);
         assert_eq!(std::mem::size_of::<FsVerityDigestBuf>(), 68);
+        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
+        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
         // Values from <linux/fsverity.h> as compiled by gcc on x86_64.
         #[cfg(target_arch = "x86_64")]
         {
