@@ -374,6 +374,7 @@ fn write_file_atomic(dir: &OwnedFd, name: &str, data: &[u8], flags: RenameFlags)
         f.write_all(data)?;
         f.sync_all()?;
         rustix::fs::renameat_with(dir, &tmp, dir, name, flags)?;
+        rustix::fs::fsync(dir)?;
         Ok(())
     })();
     if result.is_err() {
@@ -382,7 +383,8 @@ fn write_file_atomic(dir: &OwnedFd, name: &str, data: &[u8], flags: RenameFlags)
     result
 }
 
-/// Atomically creates or replaces the symlink `name` in `dir` pointing to `target`.
+/// Atomically creates or replaces the symlink `name` in `dir` pointing to `target`, and makes
+/// the directory durable so the link survives a crash once this returns.
 fn symlink_atomic(dir: &OwnedFd, name: &str, target: &str) -> io::Result<()> {
     let tmp = temp_name("link");
     rustix::fs::symlinkat(target, dir, &tmp)?;
@@ -390,6 +392,7 @@ fn symlink_atomic(dir: &OwnedFd, name: &str, target: &str) -> io::Result<()> {
         let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
         return Err(e.into());
     }
+    rustix::fs::fsync(dir)?;
     Ok(())
 }
 
