@@ -24,6 +24,24 @@ fn metacopy_xattr(digest: &cfsctl::fsverity::Digest) -> Vec<u8> {
     v
 }
 
+/// An empty file of `len` bytes whose data overlayfs takes from object `digest`.
+fn metadata_file(path: &Path, digest: &cfsctl::fsverity::Digest, len: usize) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(len as u64)
+        .unwrap();
+    let flags = rustix::fs::XattrFlags::empty();
+    let redirect = format!("/{}", digest.object_path());
+    rustix::fs::setxattr(path, "trusted.overlay.redirect", redirect.as_bytes(), flags).unwrap();
+    rustix::fs::setxattr(
+        path,
+        "trusted.overlay.metacopy",
+        &metacopy_xattr(digest),
+        flags,
+    )
+    .unwrap();
+}
+
 fn have_mkfs_erofs() -> bool {
     Command::new("mkfs.erofs").arg("--help").output().is_ok()
 }
@@ -43,29 +61,18 @@ fn mount_image_reads_objects_through_overlay() {
     let content = b"hello from the object store\n";
     let digest = repo.write_object(content).unwrap();
 
-    // The metadata tree: an empty, correctly sized file pointing at the object.
+    // The metadata tree: empty, correctly sized files pointing at objects.
     let tree = td.path().join("tree");
     std::fs::create_dir_all(tree.join("dir")).unwrap();
-    let file = tree.join("dir/hello.txt");
-    std::fs::File::create(&file)
-        .unwrap()
-        .set_len(content.len() as u64)
-        .unwrap();
-    let redirect = format!("/{}", digest.object_path());
-    rustix::fs::setxattr(
-        &file,
-        "trusted.overlay.redirect",
-        redirect.as_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
-    rustix::fs::setxattr(
-        &file,
-        "trusted.overlay.metacopy",
-        &metacopy_xattr(&digest),
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
+    metadata_file(&tree.join("dir/hello.txt"), &digest, content.len());
+    // An object placed behind the repository's back, without fs-verity: with
+    // verity=require the kernel must refuse to serve it.
+    let sneaky = b"object without fs-verity\n";
+    let sneaky_digest = cfsctl::fsverity::digest_bytes(Algorithm::Sha256, sneaky);
+    let sneaky_path = repo.object_path(&sneaky_digest);
+    std::fs::create_dir_all(sneaky_path.parent().unwrap()).unwrap();
+    std::fs::write(&sneaky_path, sneaky).unwrap();
+    metadata_file(&tree.join("sneaky.txt"), &sneaky_digest, sneaky.len());
     std::fs::write(tree.join("inline.txt"), b"inline data\n").unwrap();
 
     let img = td.path().join("meta.erofs");
@@ -80,8 +87,14 @@ fn mount_image_reads_objects_through_overlay() {
 
     let mnt = td.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
+    // verity=require only where objects can carry fs-verity (the VM suite); this host has none.
+    let verity = if repo.verity_supported() {
+        VerityMode::Require
+    } else {
+        VerityMode::Off
+    };
     let options = MountOptions {
-        verity: VerityMode::Off,
+        verity,
         ..MountOptions::default()
     };
     match mount_image(&repo, &image.to_hex(), &mnt, &options) {
@@ -98,6 +111,13 @@ fn mount_image_reads_objects_through_overlay() {
             std::fs::read(mnt.join("inline.txt")).unwrap(),
             b"inline data\n"
         );
+        let sneaky_read = std::fs::read(mnt.join("sneaky.txt"));
+        if verity == VerityMode::Require {
+            let err = sneaky_read.expect_err("verity=require served an object without verity");
+            assert_eq!(err.raw_os_error(), Some(5), "EIO expected: {err}");
+        } else {
+            assert_eq!(sneaky_read.unwrap(), sneaky);
+        }
         // Read-only mount.
         assert!(std::fs::write(mnt.join("new"), b"x").is_err());
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

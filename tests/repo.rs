@@ -163,3 +163,30 @@ fn images_and_refs_on_disk() {
         Some(RepoError::MissingImage(_))
     ));
 }
+
+/// Where the filesystem has fs-verity (the VM suite, ext4 `-O verity`): every object carries
+/// it, the kernel's measurement is the name, and objects can no longer be written.
+#[test]
+fn objects_have_verity_where_supported() {
+    use cfsctl::fsverity::ioctl::measure_verity;
+    let (_td, repo) = new_repo(Algorithm::Sha256);
+    if !repo.verity_supported() {
+        eprintln!("note: no fs-verity on this filesystem, skipping");
+        return;
+    }
+    let d1 = repo.write_object(&common::content(20_000, 3)).unwrap();
+    let mut src = tempfile::tempfile().unwrap();
+    src.write_all(&common::content(300_000, 4)).unwrap();
+    let d2 = repo.import_file(&src, None).unwrap();
+    for d in [d1, d2] {
+        assert_eq!(measure_verity(repo.open_object(&d).unwrap()).unwrap(), d);
+        assert!(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(repo.object_path(&d))
+                .is_err()
+        );
+    }
+    let image = repo.write_image(b"pretend erofs").unwrap();
+    assert_eq!(repo.open_image(&image.to_hex()).unwrap().1, image);
+}
