@@ -211,9 +211,10 @@ pub fn fsmount_composefs(
     let erofs = fsmount_erofs(image).context("mounting the EROFS image")?;
     match overlay_layers_by_fd(&erofs, objects_dir, options) {
         Ok(m) => Ok(m),
-        // EINVAL on a layer key: unknown key, or FSCONFIG_SET_FD not accepted for layers
-        // (older kernels). Any other error is real.
-        Err(e) if e.errno == Errno::INVAL && e.what.contains("dir+=fd") => {
+        // On a layer key, EINVAL (key unknown: before 6.8) or EBADF (key known but
+        // FSCONFIG_SET_FD not accepted for it: 6.8 to 6.12, seen on Debian's 6.12) mean an
+        // older kernel. Any other error is real.
+        Err(e) if matches!(e.errno, Errno::INVAL | Errno::BADF) && e.what.contains("dir+=fd") => {
             tracing::debug!("overlay layers by fd refused ({e}); using lowerdir=L::D");
             overlay_layers_by_path(&erofs, objects_dir, options)
         }

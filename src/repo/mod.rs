@@ -239,8 +239,8 @@ impl Repository {
         let probe = || -> io::Result<bool> {
             let mut tmp = objects::TmpObject::create(self)?;
             tmp.file().write_all(b"cfsctl fs-verity probe")?;
-            let ro = tmp.reopen_read_only()?;
-            match enable_verity(&ro, self.algorithm) {
+            tmp.make_read_only()?;
+            match enable_verity(tmp.file(), self.algorithm) {
                 Ok(()) | Err(EnableError::AlreadyEnabled) => Ok(true),
                 Err(EnableError::NotSupported) => Ok(false),
                 Err(EnableError::Busy) => Err(Errno::TXTBSY.into()),

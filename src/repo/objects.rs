@@ -79,8 +79,15 @@ impl<'r> TmpObject<'r> {
         &mut self.file
     }
 
+    /// Swaps the writable descriptor for a read-only one: `FS_IOC_ENABLE_VERITY` fails with
+    /// ETXTBSY while any writable descriptor is open.
+    pub(super) fn make_read_only(&mut self) -> io::Result<()> {
+        self.file = self.reopen_read_only()?;
+        Ok(())
+    }
+
     /// A read-only descriptor to the same file (the writable one stays open).
-    pub(super) fn reopen_read_only(&self) -> io::Result<File> {
+    fn reopen_read_only(&self) -> io::Result<File> {
         let fd = match &self.name {
             Some(name) => rustix::fs::openat(
                 &self.repo.objects,
@@ -105,11 +112,8 @@ impl<'r> TmpObject<'r> {
         let repo = self.repo;
         let mut digest = known;
         if repo.verity_supported {
-            let ro = self
-                .reopen_read_only()
+            self.make_read_only()
                 .with_context(|| format!("{}: reopening the new object", what()))?;
-            // The writable descriptor must be gone before FS_IOC_ENABLE_VERITY (ETXTBSY).
-            self.file = ro;
             enable_with_retries(&self.file, repo)
                 .with_context(|| format!("{}: enabling fs-verity", what()))?;
             let measured = measure_verity(&self.file)
