@@ -228,7 +228,6 @@ fn copy_content(src: &File, dst: &File, repo: &Repository) -> io::Result<Copied>
     let mut hasher = FsVerityHasher::new(repo.algorithm);
     let mut buf = vec![0u8; 256 * 1024];
     let mut offset = 0u64;
-    let mut out = dst;
     // Restart from zero: a failed copy_file_range may have written a prefix.
     dst.set_len(0)?;
     loop {
@@ -239,10 +238,9 @@ fn copy_content(src: &File, dst: &File, repo: &Repository) -> io::Result<Copied>
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
-        out.write_all_at(&buf[..n], offset)?;
+        dst.write_all_at(&buf[..n], offset)?;
         offset += n as u64;
     }
-    out.flush()?;
     Ok(Copied::Hashed(hasher.finish()))
 }
 
