@@ -3,6 +3,9 @@
 //! Data flows one way: bytes in (dump files, directories, OCI layers) -> [`tree::Tree`] ->
 //! EROFS image ([`erofs`]) -> object store ([`repo`]) -> mounts ([`mount`]). Shared types live
 //! low ([`fsverity`], [`tree`]); policy lives high (`cli`).
+//!
+//! `unsafe` is denied everywhere except `fsverity::ioctl`, which holds the raw ioctls.
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod dumpfile;

@@ -1,0 +1,309 @@
+//! Images (`images/<hex>` -> `../objects/XX/rest`) and refs (`refs/<name>` -> object).
+//!
+//! Only files reachable through `images/` may be mounted: an arbitrary object is untrusted
+//! content, an image is something this program wrote as an EROFS image. Both kinds of link are
+//! published only after `syncfs`, so after a crash a link never names a missing object.
+
+use std::fs::File;
+
+use anyhow::{Context, Result};
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use super::{IMAGES, RepoError, Repository, symlink_atomic, validate_ref_name};
+use crate::fsverity::Digest;
+use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity};
+
+impl Repository {
+    /// Stores `bytes` (an EROFS image) as an object and publishes it as `images/<hex>`.
+    pub fn write_image(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = self.write_object(bytes)?;
+        self.link_image(&digest)?;
+        Ok(digest)
+    }
+
+    /// Publishes an already stored object as `images/<hex>` (after making the repository
+    /// durable). For writers that stream an image with [`import_file`](Self::import_file).
+    pub fn link_image(&self, digest: &Digest) -> Result<()> {
+        if !self.has_object(digest) {
+            return Err(RepoError::MissingObject(*digest).into());
+        }
+        self.sync()?;
+        let target = format!("../objects/{}", digest.object_path());
+        symlink_atomic(&self.images, &digest.to_hex(), &target)
+            .with_context(|| format!("linking {}/images/{digest}", self.path().display()))
+    }
+
+    /// Whether `images/<hex>` exists.
+    pub fn has_image(&self, digest: &Digest) -> bool {
+        rustix::fs::statat(&self.images, digest.to_hex(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Opens an image by digest (hex) or by ref name, and checks its fs-verity digest: the
+    /// kernel's measurement when verity is on, a userspace computation otherwise. A wrong
+    /// digest is [`RepoError::DigestMismatch`]; an unknown name [`RepoError::MissingImage`].
+    pub fn open_image(&self, name: &str) -> Result<(File, Digest)> {
+        let digest = match Digest::from_hex(name) {
+            Ok(d) => d,
+            Err(_) => match self.resolve_ref(name) {
+                Ok(d) => d,
+                Err(e) if matches!(e.downcast_ref(), Some(RepoError::MissingRef(_))) => {
+                    return Err(RepoError::MissingImage(name.to_string()).into());
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.check_algorithm(&digest)?;
+        let rel = format!("{IMAGES}/{}", digest.to_hex());
+        // RESOLVE_BENEATH: the link (and anything it points to) must stay inside the repo.
+        let opened = match rustix::fs::openat2(
+            &self.dir,
+            &rel,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::NOSYS) => rustix::fs::openat(
+                &self.dir,
+                &rel,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+            r => r,
+        };
+        let file = match opened {
+            Ok(fd) => File::from(fd),
+            Err(Errno::NOENT) => return Err(RepoError::MissingImage(name.to_string()).into()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening {}/{rel}", self.path().display()));
+            }
+        };
+        let actual = match measure_verity(&file) {
+            Ok(d) => d,
+            Err(MeasureError::NoVerity | MeasureError::NotSupported) => {
+                if self.verity_supported() {
+                    tracing::warn!(
+                        "image {digest} has no fs-verity although the repository supports it"
+                    );
+                }
+                compute_digest_at(&file, self.algorithm())
+                    .with_context(|| format!("reading image {digest}"))?
+            }
+            Err(MeasureError::Io(e)) => {
+                return Err(e).with_context(|| format!("measuring image {digest}"));
+            }
+        };
+        if actual != digest {
+            return Err(RepoError::DigestMismatch {
+                what: format!("image {name}"),
+                expected: digest,
+                actual,
+            }
+            .into());
+        }
+        Ok((file, digest))
+    }
+
+    /// Points ref `name` (e.g. `oci/fedora/latest`) at a stored object, atomically.
+    pub fn set_ref(&self, name: &str, digest: &Digest) -> Result<()> {
+        validate_ref_name(name)?;
+        self.check_algorithm(digest)?;
+        if !self.has_object(digest) {
+            return Err(RepoError::MissingObject(*digest).into());
+        }
+        let depth = name.split('/').count();
+        let (parent, leaf) = match name.rsplit_once('/') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, name),
+        };
+        let dir = match parent {
+            None => self.refs.try_clone()?,
+            Some(p) => self.open_ref_dir(p, true)?,
+        };
+        self.sync()?;
+        let target = format!("{}objects/{}", "../".repeat(depth), digest.object_path());
+        symlink_atomic(&dir, leaf, &target)
+            .with_context(|| format!("setting ref {name} in {}", self.path().display()))
+    }
+
+    /// The object a ref points to ([`RepoError::MissingRef`] if there is no such ref).
+    pub fn resolve_ref(&self, name: &str) -> Result<Digest> {
+        validate_ref_name(name)?;
+        let target = match rustix::fs::readlinkat(&self.refs, name, Vec::new()) {
+            Ok(t) => t,
+            Err(Errno::NOENT | Errno::NOTDIR) => {
+                return Err(RepoError::MissingRef(name.to_string()).into());
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading ref {name} in {}", self.path().display()));
+            }
+        };
+        let target = target.to_string_lossy();
+        let mut parts = target.rsplit('/');
+        let (rest, xx) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        Digest::from_hex(&format!("{xx}{rest}"))
+            .with_context(|| format!("ref {name} points to '{target}', not an object"))
+    }
+
+    /// Removes a ref (the objects stay until garbage collection).
+    pub fn remove_ref(&self, name: &str) -> Result<()> {
+        validate_ref_name(name)?;
+        match rustix::fs::unlinkat(&self.refs, name, AtFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) => Err(RepoError::MissingRef(name.to_string()).into()),
+            Err(e) => Err(e).with_context(|| format!("removing ref {name}")),
+        }
+    }
+
+    /// Every image (`images/<hex>`), sorted. With [`list_refs`](Self::list_refs), the GC
+    /// roots.
+    pub fn list_images(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for (name, _) in read_dir_names(&self.images).context("listing images/")? {
+            match Digest::from_hex(&name) {
+                Ok(d) if d.algorithm() == self.algorithm() => out.push(d),
+                _ => tracing::debug!("images/{name}: not an image name, ignored"),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every ref with the object it points to, sorted by name.
+    pub fn list_refs(&self) -> Result<Vec<(String, Digest)>> {
+        let mut out = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(prefix) = pending.pop() {
+            let dir = if prefix.is_empty() {
+                self.refs.try_clone()?
+            } else {
+                self.open_ref_dir(&prefix, false)?
+            };
+            for (name, ty) in
+                read_dir_names(&dir).with_context(|| format!("listing refs/{prefix}"))?
+            {
+                let full = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if ty.is_dir() {
+                    pending.push(full);
+                } else if validate_ref_name(&full).is_ok() {
+                    let digest = self.resolve_ref(&full)?;
+                    out.push((full, digest));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens (optionally creating) the directory `refs/<rel>`, one component at a time
+    /// without following symlinks, so a planted link cannot lead outside `refs/`.
+    fn open_ref_dir(&self, rel: &str, create: bool) -> Result<OwnedFd> {
+        let mut dir = self.refs.try_clone()?;
+        for comp in rel.split('/') {
+            if create {
+                super::mkdir_exist_ok(&dir, comp)
+                    .with_context(|| format!("creating refs/{rel}"))?;
+            }
+            dir = rustix::fs::openat(
+                &dir,
+                comp,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening refs/{rel}"))?;
+        }
+        Ok(dir)
+    }
+}
+
+/// Names and types in a directory, without `.` and `..`.
+fn read_dir_names(dir: &OwnedFd) -> std::io::Result<Vec<(String, FileType)>> {
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            out.push((name, entry.file_type()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsverity::{Algorithm, digest_bytes};
+
+    #[test]
+    fn image_link_and_refs() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
+        let d = repo.write_image(b"not really erofs").unwrap();
+        let link = std::fs::read_link(td.path().join("images").join(d.to_hex())).unwrap();
+        assert_eq!(
+            link.to_str().unwrap(),
+            format!("../objects/{}", d.object_path())
+        );
+        let (_, got) = repo.open_image(&d.to_hex()).unwrap();
+        assert_eq!(got, d);
+
+        repo.set_ref("deploy/a/current", &d).unwrap();
+        assert_eq!(repo.resolve_ref("deploy/a/current").unwrap(), d);
+        // The ref link resolves on disk too.
+        let via_fs = std::fs::read(td.path().join("refs/deploy/a/current")).unwrap();
+        assert_eq!(via_fs, b"not really erofs");
+        let (_, by_ref) = repo.open_image("deploy/a/current").unwrap();
+        assert_eq!(by_ref, d);
+
+        repo.set_ref("top", &d).unwrap();
+        assert_eq!(
+            repo.list_refs().unwrap(),
+            vec![("deploy/a/current".to_string(), d), ("top".to_string(), d)]
+        );
+        assert_eq!(repo.list_images().unwrap(), vec![d]);
+        repo.remove_ref("deploy/a/current").unwrap();
+        let err = repo.resolve_ref("deploy/a/current").unwrap_err();
+        assert!(matches!(err.downcast_ref(), Some(RepoError::MissingRef(_))));
+        assert!(repo.set_ref("../x", &d).is_err());
+        let missing = digest_bytes(Algorithm::Sha256, b"missing");
+        assert!(matches!(
+            repo.set_ref("x", &missing).unwrap_err().downcast_ref(),
+            Some(RepoError::MissingObject(_))
+        ));
+        assert!(matches!(
+            repo.open_image(&missing.to_hex())
+                .unwrap_err()
+                .downcast_ref(),
+            Some(RepoError::MissingImage(_))
+        ));
+    }
+
+    #[test]
+    fn tampered_image_is_a_typed_mismatch() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
+        let d = repo.write_image(b"image bytes").unwrap();
+        if repo.verity_supported() {
+            eprintln!("note: fs-verity on; objects are immutable, skipping tamper test");
+            return;
+        }
+        std::fs::write(repo.object_path(&d), b"evil bytes!").unwrap();
+        let err = repo.open_image(&d.to_hex()).unwrap_err();
+        match err.downcast_ref() {
+            Some(RepoError::DigestMismatch {
+                expected, actual, ..
+            }) => {
+                assert_eq!(*expected, d);
+                assert_eq!(*actual, digest_bytes(Algorithm::Sha256, b"evil bytes!"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
