@@ -311,10 +311,9 @@ impl FsVerityHasher {
                 padded.resize(padded.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE, 0);
                 let mut out = [0u8; 64];
                 Hasher::hash_into(self.algorithm, &[&padded], &mut out[..len]);
-                if self.levels.len() <= level + 1 {
-                    self.levels.push(Vec::new());
-                }
-                self.levels[level + 1].extend_from_slice(&out[..len]);
+                // Through push_hash: the level above may already hold a full block, which
+                // must be hashed on its own before this hash starts the next one.
+                self.push_hash(level + 1, &out[..len]);
             }
             level += 1;
         }
