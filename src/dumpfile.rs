@@ -1,1 +1,0 @@
-//! composefs-dump(5): parser and printer.
