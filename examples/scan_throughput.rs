@@ -1,32 +1,40 @@
-//! Reads a directory into a tree like `mkcomposefs` and prints how fast it went.
+//! Reads a directory into a tree like `mkcomposefs` and prints how fast it went; optionally
+//! writes the image, to compare with `mkcomposefs DIR IMAGE`.
 //!
-//! `cargo run --release --example scan_throughput DIR [THREADS] [STORE_DIR]`
+//! `cargo run --release --example scan_throughput -- DIR [--threads N] [--store DIR]
+//! [--image FILE] [--use-epoch]`
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
+use cfsctl::erofs::writer::{WriteOptions, write_image};
 use cfsctl::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, read_dir};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
-        .expect("usage: scan_throughput DIR [THREADS] [STORE_DIR]");
-    let threads = args.next().map_or(Ok(0), |t| t.parse())?;
-    let store = args
-        .next()
-        .map(|p| DigestStoreDir::open(Path::new(&p)))
-        .transpose()?;
-    let opts = ScanOptions {
-        threads,
-        ..ScanOptions::default()
-    };
-    let start = Instant::now();
-    let (tree, report) = read_dir(
-        Path::new(&dir),
-        &opts,
-        store.as_ref().map(|s| s as &dyn ContentSink),
+    let mut dir = None;
+    let mut store = None;
+    let mut image = None;
+    let mut opts = ScanOptions::default();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--threads" => opts.threads = args.next().context("--threads N")?.parse()?,
+            "--store" => {
+                store = Some(DigestStoreDir::open(Path::new(
+                    &args.next().context("--store DIR")?,
+                ))?)
+            }
+            "--image" => image = Some(PathBuf::from(args.next().context("--image FILE")?)),
+            "--use-epoch" => opts.use_epoch = true,
+            _ => dir = Some(PathBuf::from(arg)),
+        }
+    }
+    let dir = dir.context(
+        "usage: scan_throughput DIR [--threads N] [--store DIR] [--image FILE] [--use-epoch]",
     )?;
+    let start = Instant::now();
+    let (tree, report) = read_dir(&dir, &opts, store.as_ref().map(|s| s as &dyn ContentSink))?;
     let secs = start.elapsed().as_secs_f64();
     let status = std::fs::read_to_string("/proc/self/status")?;
     let hwm = status
@@ -41,8 +49,14 @@ fn main() -> anyhow::Result<()> {
         report.hashed_bytes as f64 / secs / 1e9,
     );
     println!(
-        "stored {}, already present {}",
-        report.objects_stored, report.objects_present
+        "stored {}, already present {}, skipped {}",
+        report.objects_stored,
+        report.objects_present,
+        report.skipped.len()
     );
+    if let Some(image) = image {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&image)?);
+        write_image(&tree, &WriteOptions::default(), &mut out)?;
+    }
     Ok(())
 }

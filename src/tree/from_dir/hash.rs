@@ -43,7 +43,8 @@ pub(super) struct Job {
     pub path: PathBuf,
 }
 
-enum Stored {
+/// What the sink did with a file.
+enum SinkOutcome {
     NoSink,
     AlreadyPresent,
     Stored,
@@ -52,7 +53,7 @@ enum Stored {
 struct Outcome {
     inode: InodeId,
     size: u64,
-    result: Result<(Digest, Stored)>,
+    result: Result<(Digest, SinkOutcome)>,
 }
 
 pub(super) struct Pool<'scope> {
@@ -157,9 +158,9 @@ impl<'scope> Pool<'scope> {
                 inode.digest = Some(digest);
                 report.hashed_bytes += outcome.size;
                 match stored {
-                    Stored::NoSink => {}
-                    Stored::AlreadyPresent => report.objects_present += 1,
-                    Stored::Stored => report.objects_stored += 1,
+                    SinkOutcome::NoSink => {}
+                    SinkOutcome::AlreadyPresent => report.objects_present += 1,
+                    SinkOutcome::Stored => report.objects_stored += 1,
                 }
             }
             Err(err) => {
@@ -211,18 +212,18 @@ fn process(
     algorithm: Algorithm,
     sink: Option<&dyn ContentSink>,
     buf: &mut [u8],
-) -> Result<(Digest, Stored)> {
+) -> Result<(Digest, SinkOutcome)> {
     let digest = digest_file(&job.file, job.size, algorithm, buf)
         .with_context(|| format!("reading {}", job.path.display()))?;
     let Some(sink) = sink else {
-        return Ok((digest, Stored::NoSink));
+        return Ok((digest, SinkOutcome::NoSink));
     };
     if sink.contains(&digest) {
-        return Ok((digest, Stored::AlreadyPresent));
+        return Ok((digest, SinkOutcome::AlreadyPresent));
     }
     sink.store(&job.file, job.size, &digest)
         .with_context(|| format!("storing the content of {}", job.path.display()))?;
-    Ok((digest, Stored::Stored))
+    Ok((digest, SinkOutcome::Stored))
 }
 
 /// The fs-verity digest of the first `size` bytes of `file`, read with `pread` into `buf`

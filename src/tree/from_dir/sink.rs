@@ -75,7 +75,7 @@ impl DigestStoreDir {
         &self.path
     }
 
-    fn fanout_dir(&self, digest: &Digest) -> Result<(OwnedFd, String)> {
+    pub(super) fn fanout_dir(&self, digest: &Digest) -> Result<(OwnedFd, String)> {
         let object = digest.object_path();
         let (fanout, _) = object.split_at(2);
         match rustix::fs::mkdirat(&self.dir, fanout, Mode::from_raw_mode(DIR_MODE)) {
@@ -133,7 +133,13 @@ impl ContentSink for DigestStoreDir {
 }
 
 impl DigestStoreDir {
-    fn store_via_rename(&self, fanout: &OwnedFd, name: &str, file: &File, size: u64) -> Result<()> {
+    pub(super) fn store_via_rename(
+        &self,
+        fanout: &OwnedFd,
+        name: &str,
+        file: &File,
+        size: u64,
+    ) -> Result<()> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp_name = format!(".tmp-{}-{n}", std::process::id());
         let tmp = rustix::fs::openat(
@@ -185,7 +191,12 @@ fn copy_range(src: &File, dst: &OwnedFd, size: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn copy_plain(src: &File, dst: &OwnedFd, mut offset: u64, size: u64) -> std::io::Result<()> {
+pub(super) fn copy_plain(
+    src: &File,
+    dst: &OwnedFd,
+    mut offset: u64,
+    size: u64,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     while offset < size {
         let want = buf.len().min((size - offset) as usize);
