@@ -34,8 +34,10 @@ fn main() -> anyhow::Result<()> {
         "usage: scan_throughput DIR [--threads N] [--store DIR] [--image FILE] [--use-epoch]",
     )?;
     let start = Instant::now();
+    let cpu_start = cpu_seconds()?;
     let (tree, report) = read_dir(&dir, &opts, store.as_ref().map(|s| s as &dyn ContentSink))?;
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds()? - cpu_start;
     let status = std::fs::read_to_string("/proc/self/status")?;
     let hwm = status
         .lines()
@@ -49,6 +51,10 @@ fn main() -> anyhow::Result<()> {
         report.hashed_bytes as f64 / secs / 1e9,
     );
     println!(
+        "CPU time {cpu:.2} s (all threads) = {:.2} GB per CPU-second",
+        report.hashed_bytes as f64 / cpu / 1e9
+    );
+    println!(
         "stored {}, already present {}, skipped {}",
         report.objects_stored,
         report.objects_present,
@@ -59,4 +65,15 @@ fn main() -> anyhow::Result<()> {
         write_image(&tree, &WriteOptions::default(), &mut out)?;
     }
     Ok(())
+}
+
+/// User + system CPU time of this process so far (`/proc/self/stat` fields 14 and 15, in
+/// clock ticks of 1/100 s).
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
 }

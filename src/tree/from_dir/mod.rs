@@ -150,6 +150,10 @@ pub fn read_dir(
             value_buf: vec![0; XATTR_MAX],
         };
         let scanned = scanner.scan_root(root_fd);
+        if scanned.is_err() {
+            // Nothing more to hash: let the workers skip what is queued.
+            abort.store(true, Ordering::Relaxed);
+        }
         let Scanner {
             mut tree,
             mut report,
