@@ -3,8 +3,8 @@
 //! The rules follow C composefs 1.0.8 (`lcfs_build`, `lcfs_load_node_from_file`,
 //! `lcfs_node_set_from_content` in `libcomposefs/lcfs-writer.c`, and `mkcomposefs.c`):
 //!
-//! - every entry is `fstatat(AT_SYMLINK_NOFOLLOW)`-ed; mode, uid, gid, rdev and size come from
-//!   it, the mtime too (with nanoseconds) unless `--use-epoch` asks for 0;
+//! - every entry is stat-ed without following symlinks; mode, uid, gid, rdev and size come
+//!   from it, the mtime too (with nanoseconds) unless `--use-epoch` asks for 0;
 //! - every xattr the kernel lists is kept, raw: escaping `trusted.overlay.*` is the EROFS
 //!   writer's job (C does it in `lcfs-writer-erofs.c` while writing), so it is not done here;
 //! - regular files of 1..=64 bytes (`LCFS_RECOMMENDED_INLINE_CONTENT_MAX`) are stored inline;
@@ -276,8 +276,23 @@ impl Scanner<'_, '_> {
             // A file swapped for a fifo after readdir must not block the scan.
             | OFlags::NONBLOCK
             | if dir { OFlags::DIRECTORY } else { OFlags::empty() };
-        let fd = rustix::fs::openat(dirfd, name, flags, Mode::empty())
-            .with_context(|| format!("opening {}", self.full_path().display()))?;
+        let fd = match rustix::fs::openat(dirfd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // mkcomposefs opens a regular file only to read its content, so an unreadable
+            // empty file is fine (its xattrs are read through O_PATH like a symlink's).
+            Err(e @ (rustix::io::Errno::ACCESS | rustix::io::Errno::PERM)) if !dir => {
+                let st = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW).with_context(
+                    || format!("reading metadata of {}", self.full_path().display()),
+                )?;
+                if st.st_mode & mode::S_IFMT == mode::S_IFREG && st.st_size == 0 {
+                    return self.scan_special(dirfd, name, &st);
+                }
+                return Err(e).with_context(|| format!("opening {}", self.full_path().display()));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening {}", self.full_path().display()));
+            }
+        };
         let st = rustix::fs::fstat(&fd)
             .with_context(|| format!("reading metadata of {}", self.full_path().display()))?;
         match FileType::from_mode(st.st_mode) {
@@ -338,7 +353,8 @@ impl Scanner<'_, '_> {
         }))
     }
 
-    /// Symlinks, devices, fifos, sockets and unknown types.
+    /// Symlinks, devices, fifos, sockets, unknown types, and empty regular files that cannot
+    /// be opened: everything read without a readable fd.
     fn scan_special(
         &mut self,
         dirfd: BorrowedFd,
@@ -394,6 +410,8 @@ impl Scanner<'_, '_> {
         if let Some(target) = target {
             self.report.symlinks += 1;
             inode.payload = Some(target);
+        } else if st.st_mode & mode::S_IFMT == mode::S_IFREG {
+            self.report.regular_files += 1;
         } else {
             self.report.special_files += 1;
         }

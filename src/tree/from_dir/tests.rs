@@ -294,6 +294,46 @@ fn errors_name_the_path() {
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
+/// Runs `f` on a thread with the credentials of `nobody` (credentials are per thread on
+/// Linux, and the hashing threads `f` starts inherit them).
+fn as_nobody<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        rustix::thread::set_thread_gid(rustix::fs::Gid::from_raw(65534)).unwrap();
+        rustix::thread::set_thread_uid(rustix::fs::Uid::from_raw(65534)).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// As an unprivileged user: an unreadable empty file is fine (mkcomposefs never opens it),
+/// an unreadable non-empty one is an error naming it.
+#[test]
+fn unreadable_files_as_nobody() {
+    if !is_root() {
+        eprintln!("skipping unreadable_files_as_nobody: needs root to switch to nobody");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(tmp.path().join("empty"), b"").unwrap();
+    fs::write(tmp.path().join("secret"), pattern(100)).unwrap();
+    for f in ["empty", "secret"] {
+        fs::set_permissions(tmp.path().join(f), fs::Permissions::from_mode(0)).unwrap();
+    }
+    let scan = |root: PathBuf| {
+        as_nobody(move || read_dir(&root, &ScanOptions::default(), None).map(|(tree, _)| tree))
+    };
+    let err = format!("{:#}", scan(tmp.path().to_owned()).unwrap_err());
+    assert!(
+        err.contains("secret") && err.contains("Permission denied"),
+        "{err}"
+    );
+    fs::remove_file(tmp.path().join("secret")).unwrap();
+    let tree = scan(tmp.path().to_owned()).unwrap();
+    assert_eq!(inode(&tree, "empty").mode, mode::S_IFREG);
+}
+
 #[test]
 fn digest_store_layout_and_dedup() {
     let tmp = tempfile::tempdir().unwrap();
