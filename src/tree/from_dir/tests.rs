@@ -319,7 +319,7 @@ fn unreadable_files_as_nobody() {
     fs::write(tmp.path().join("empty"), b"").unwrap();
     fs::write(tmp.path().join("secret"), pattern(100)).unwrap();
     for f in ["empty", "secret"] {
-        fs::set_permissions(tmp.path().join(f), fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(tmp.path().join(f), fs::Permissions::from_mode(0o000)).unwrap();
     }
     let scan = |root: PathBuf| {
         as_nobody(move || read_dir(&root, &ScanOptions::default(), None).map(|(tree, _)| tree))
