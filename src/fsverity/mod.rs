@@ -391,6 +391,58 @@ mod tests {
         assert_eq!(h.finish(), whole);
     }
 
+    /// Compares with the `fsverity` tool (fsverity-utils) where it is installed, around
+    /// every block and Merkle-level boundary.
+    #[test]
+    fn matches_fsverity_tool() {
+        let tool = std::process::Command::new("fsverity")
+            .arg("--version")
+            .output();
+        if !tool.is_ok_and(|o| o.status.success()) {
+            eprintln!("note: `fsverity` tool missing, comparison skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let cases: &[(Algorithm, usize)] = &[
+            (Algorithm::Sha256, 0),
+            (Algorithm::Sha256, 1),
+            (Algorithm::Sha256, 4095),
+            (Algorithm::Sha256, 4096),
+            (Algorithm::Sha256, 4097),
+            (Algorithm::Sha256, 128 * 4096),
+            (Algorithm::Sha256, 128 * 4096 + 1),
+            (Algorithm::Sha256, 5_000_000),
+            (Algorithm::Sha512, 64 * 4096 + 1),
+            // Three Merkle levels with SHA-512 (64 hashes per block).
+            (Algorithm::Sha512, 64 * 64 * 4096 + 1),
+        ];
+        for &(algorithm, len) in cases {
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+                .collect();
+            std::fs::write(&path, &data).unwrap();
+            let out = std::process::Command::new("fsverity")
+                .arg("digest")
+                .arg(format!("--hash-alg={algorithm}"))
+                .arg("--compact")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let expected = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(
+                digest_bytes(algorithm, &data).to_hex(),
+                expected.trim(),
+                "{algorithm}, {len} bytes"
+            );
+        }
+    }
+
     #[test]
     fn hex_round_trip_and_object_path() {
         let d = digest_bytes(Algorithm::Sha256, b"x");

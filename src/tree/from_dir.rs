@@ -1,1 +1,0 @@
-//! Reading a directory on disk into a [`Tree`](super::Tree).
