@@ -11,6 +11,7 @@ pub mod cli;
 pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
+pub mod image;
 pub mod mount;
 pub mod repo;
 pub mod tree;

@@ -1,0 +1,220 @@
+//! `create-image`, `compute-id`, `dump`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::dumpfile::ParseMode;
+use crate::erofs::writer::WriteOptions;
+use crate::fsverity::Algorithm;
+use crate::image::{self, BuildOptions, Source};
+use crate::repo::Repository;
+use crate::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, ScanReport, XattrFilter};
+
+/// Options shared by everything that reads a source.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// SOURCE is a composefs-dump(5) file (`-` for standard input), not a directory.
+    #[arg(long, visible_alias = "from-file")]
+    from_dump: bool,
+    /// Refuse dump files mkcomposefs accepts only leniently (as with CFS_PARSE_STRICT=1).
+    #[arg(long)]
+    strict: bool,
+    /// Lowest EROFS format version to write.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    min_version: u32,
+    /// Highest format version to write when the content needs it (e.g. whiteouts).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    max_version: u32,
+    /// Set every modification time to 0.
+    #[arg(long)]
+    use_epoch: bool,
+    /// Leave out device nodes.
+    #[arg(long)]
+    skip_devices: bool,
+    /// Leave out all extended attributes.
+    #[arg(long, conflicts_with = "user_xattrs")]
+    skip_xattrs: bool,
+    /// Keep only `user.*` extended attributes.
+    #[arg(long)]
+    user_xattrs: bool,
+    /// Behave exactly like C mkcomposefs 1.0.8 on directories: one inode per name (hard
+    /// links not detected) and sockets kept, giving byte-identical images.
+    #[arg(long)]
+    mkcomposefs_compat: bool,
+    /// Threads hashing file contents (default: all cores).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// The directory or dump file.
+    source: PathBuf,
+}
+
+impl SourceArgs {
+    fn source(&self) -> Source {
+        if self.from_dump {
+            Source::Dump(self.source.clone())
+        } else {
+            Source::Directory(self.source.clone())
+        }
+    }
+
+    fn build_options(&self, algorithm: Algorithm) -> BuildOptions {
+        BuildOptions {
+            write: WriteOptions {
+                min_version: self.min_version,
+                max_version: self.max_version,
+            },
+            scan: ScanOptions {
+                use_epoch: self.use_epoch,
+                xattrs: if self.skip_xattrs {
+                    XattrFilter::None
+                } else if self.user_xattrs {
+                    XattrFilter::UserOnly
+                } else {
+                    XattrFilter::All
+                },
+                skip_devices: self.skip_devices,
+                // cfsctl keeps hard links as one inode and leaves sockets out (an OS image
+                // has no use for a socket file); --mkcomposefs-compat restores C's choices.
+                hardlinks: !self.mkcomposefs_compat,
+                skip_sockets: !self.mkcomposefs_compat,
+                algorithm,
+                threads: self.threads,
+            },
+            parse: if self.strict {
+                ParseMode::Strict
+            } else {
+                ParseMode::Lenient
+            },
+        }
+    }
+}
+
+/// `cfsctl create-image`.
+#[derive(Debug, Args)]
+pub struct CreateImage {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Copy file contents into this mkcomposefs-style object directory (`XX/rest-of-digest`).
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    digest_store: Option<PathBuf>,
+    /// Store file contents and the image in this repository (`images/<digest>`).
+    #[arg(long, value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// Print the image's fs-verity digest.
+    #[arg(long)]
+    print_digest: bool,
+    /// Print the digest and write no image file.
+    #[arg(long)]
+    print_digest_only: bool,
+    /// Where to write the image (`-` for standard output). Optional with --repo.
+    image: Option<PathBuf>,
+}
+
+impl CreateImage {
+    pub fn run(self) -> Result<()> {
+        let repo = self.repo.as_deref().map(Repository::open).transpose()?;
+        if self.image.is_none() && repo.is_none() && !self.print_digest_only {
+            bail!("no IMAGE given: name an output file, or use --repo or --print-digest-only");
+        }
+        let store = self
+            .digest_store
+            .as_deref()
+            .map(DigestStoreDir::open)
+            .transpose()?;
+        let sink: Option<&dyn ContentSink> = match (&repo, &store) {
+            (Some(r), _) => Some(r),
+            (None, Some(s)) => Some(s),
+            (None, None) => None,
+        };
+        let algorithm = repo.as_ref().map_or(Algorithm::Sha256, Repository::algorithm);
+        let opts = self.source.build_options(algorithm);
+        let loaded = image::load(&self.source.source(), &opts, sink)?;
+        if let Some(report) = &loaded.report {
+            warn_skipped(report);
+        }
+        let (bytes, digest) = image::build_image(&loaded.tree, &opts.write, algorithm)?;
+        if let Some(path) = self.image.as_deref().filter(|_| !self.print_digest_only) {
+            image::write_image_file(path, &bytes)?;
+        }
+        if let Some(repo) = &repo {
+            let missing = image::missing_objects(&loaded.tree, repo);
+            if let Some(first) = missing.first() {
+                tracing::warn!(
+                    "{} objects the image names are not in {} (first: {first}); mounting it will \
+                     fail on those files until they are imported",
+                    missing.len(),
+                    repo.path().display()
+                );
+            }
+            let stored = repo.write_image(&bytes)?;
+            debug_assert_eq!(stored, digest);
+            if let Some(report) = &loaded.report {
+                tracing::info!(
+                    "{} external files: {} stored, {} already present",
+                    report.external_files,
+                    report.objects_stored,
+                    report.objects_present
+                );
+            }
+        }
+        let show = self.print_digest
+            || self.print_digest_only
+            || (repo.is_some() && self.image.is_none());
+        if show {
+            println!("{digest}");
+        }
+        Ok(())
+    }
+}
+
+fn warn_skipped(report: &ScanReport) {
+    for (path, reason) in &report.skipped {
+        tracing::warn!("skipped {} ({reason:?}: an image cannot hold it)", path.display());
+    }
+}
+
+/// `cfsctl compute-id`.
+#[derive(Debug, Args)]
+pub struct ComputeId {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// fs-verity hash algorithm of the digests.
+    #[arg(long, default_value = "sha256")]
+    algorithm: Algorithm,
+}
+
+impl ComputeId {
+    pub fn run(self) -> Result<()> {
+        let opts = self.source.build_options(self.algorithm);
+        let loaded = image::load(&self.source.source(), &opts, None)?;
+        if let Some(report) = &loaded.report {
+            warn_skipped(report);
+        }
+        let digest = image::compute_id(&loaded.tree, &opts.write, self.algorithm)?;
+        println!("{digest}");
+        Ok(())
+    }
+}
+
+/// `cfsctl dump`.
+#[derive(Debug, Args)]
+pub struct Dump {
+    /// A composefs image file (ours or one mkcomposefs wrote).
+    image: PathBuf,
+}
+
+impl Dump {
+    pub fn run(self) -> Result<()> {
+        let bytes = image::read_image_file(&self.image)?;
+        let tree = crate::erofs::reader::read_image(&bytes)
+            .with_context(|| format!("reading composefs image {}", self.image.display()))?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        crate::dumpfile::print::print(&tree, &mut out)
+            .and_then(|_| out.flush())
+            .context("writing the dump to standard output")?;
+        Ok(())
+    }
+}
