@@ -1,1 +1,3 @@
 //! composefs-dump(5): parser and printer.
+
+pub mod print;
