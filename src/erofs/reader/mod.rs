@@ -214,6 +214,9 @@ struct Image<'a> {
 impl<'a> Image<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, ReadError> {
         let too_short = || ReadError::TooShort { len: bytes.len() };
+        if bytes.len() < SUPER_OFFSET as usize + Superblock::SIZE {
+            return Err(too_short());
+        }
         let header: &[u8; ComposefsHeader::SIZE] = bytes
             .get(..ComposefsHeader::SIZE)
             .and_then(|b| b.try_into().ok())
