@@ -109,9 +109,11 @@ impl Image<'_> {
                 for (offset, block) in self.data_ranges(&raw, inode.size)? {
                     read_dir_block(nid, offset, block, &mut entries)?;
                 }
+                // Each name is kept, in a map node about the size of an `Entry`.
+                let per_entry = size_of::<Entry>() as u64;
                 bytes += entries
                     .iter()
-                    .map(|e| e.name.len() as u64 + 24)
+                    .map(|e| e.name.len() as u64 + per_entry)
                     .sum::<u64>();
             }
             FileType::Symlink => {

@@ -23,7 +23,7 @@ use crate::erofs::format::{
     SUPER_MAGIC_V1, SUPER_OFFSET, Superblock,
 };
 use crate::fsverity::Digest;
-use crate::tree::{DirEntry, InodeId, Timestamp, Tree};
+use crate::tree::{DirEntry, Inode, InodeId, Timestamp, Tree};
 
 use inode::Entry;
 
@@ -165,7 +165,7 @@ pub fn read_image(bytes: &[u8]) -> Result<Tree, ReadError> {
         whiteouts: Default::default(),
         spent: 0,
     };
-    reader.charge(root_nid, root.bytes)?;
+    reader.charge(root_nid, root.bytes + size_of::<Inode>() as u64)?;
     reader.read_dirs(root_nid, root.entries)?;
     Ok(reader.tree)
 }
@@ -323,8 +323,6 @@ impl TreeBuilder<'_> {
                 stack.pop();
                 continue;
             };
-            // Each entry costs its name plus the map node holding it.
-            self.charge(entry.nid, entry.name.len() as u64 + 32)?;
             if self.whiteouts.contains(&entry.nid) {
                 continue;
             }
@@ -341,7 +339,7 @@ impl TreeBuilder<'_> {
                     self.whiteouts.insert(entry.nid);
                     continue;
                 };
-                self.charge(entry.nid, loaded.bytes + 256)?;
+                self.charge(entry.nid, loaded.bytes + size_of::<Inode>() as u64)?;
                 let is_dir = loaded.inode.is_dir();
                 let id = self.tree.add_inode(loaded.inode);
                 self.by_nid.insert(entry.nid, id);
