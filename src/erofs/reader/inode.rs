@@ -395,7 +395,9 @@ impl XattrSet {
         if name == OVERLAY_REDIRECT {
             if regular {
                 // The payload is the object path relative to the store; the C reader also
-                // stops at a NUL (it keeps a C string).
+                // stops at a NUL (it keeps a C string). It also reads up to two bytes past
+                // the value (`value_size++` where `--` was meant), which the zero padding
+                // after the value normally stops; we take exactly the value.
                 let path = match value {
                     [b'/', rest @ ..] if !rest.is_empty() => rest,
                     _ => value,
