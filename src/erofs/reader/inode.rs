@@ -3,6 +3,8 @@
 //! back into tree fields (`lcfs_build_node_from_image` and `lcfs_build_node_erofs_xattr` in
 //! composefs 1.0.8 `libcomposefs/lcfs-writer-erofs.c`).
 
+use std::collections::HashMap;
+
 use crate::erofs::format::{
     BLOCK_SIZE, Dirent, I_DATALAYOUT_BIT, I_DATALAYOUT_MASK, I_VERSION_BIT, I_VERSION_MASK,
     INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN, INODE_LAYOUT_COMPACT, InodeCompact,
@@ -363,6 +365,9 @@ fn parse_xattr_entry(
 #[derive(Default)]
 struct XattrSet {
     xattrs: Vec<Xattr>,
+    /// Positions by name, built once an inode has many xattrs: a hostile image can give
+    /// thousands, and a linear search per xattr would make reading quadratic.
+    index: Option<HashMap<Box<[u8]>, usize>>,
     /// `lcfs_node_set_xattr_internal`'s accounting of the stored size.
     accounted: usize,
     copied: u64,
@@ -449,8 +454,14 @@ impl XattrSet {
         // value, and the xattr header once.
         let cost =
             |name_len: usize, value_len: usize| 2 * XattrEntry::SIZE - 1 + name_len + value_len;
-        if let Some(i) = self.xattrs.iter().position(|x| *x.name == *name) {
+        if let Some(i) = self.position(&name) {
             let old = self.xattrs.swap_remove(i);
+            if let Some(index) = &mut self.index {
+                index.remove(&old.name);
+                if let Some(moved) = self.xattrs.get(i) {
+                    index.insert(moved.name.clone(), i);
+                }
+            }
             self.accounted = if self.xattrs.is_empty() {
                 0
             } else {
@@ -466,13 +477,31 @@ impl XattrSet {
         }
         self.accounted += entry;
         self.copied += (name.len() + value.len()) as u64;
+        let name: Box<[u8]> = name.into();
+        if let Some(index) = &mut self.index {
+            index.insert(name.clone(), self.xattrs.len());
+        }
         self.xattrs.push(Xattr {
-            name: name.into(),
+            name,
             value: value.into(),
         });
+        if self.index.is_none() && self.xattrs.len() > INDEX_FROM {
+            let index = self.xattrs.iter().enumerate();
+            self.index = Some(index.map(|(i, x)| (x.name.clone(), i)).collect());
+        }
         Ok(())
     }
+
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.xattrs.iter().position(|x| *x.name == *name),
+        }
+    }
 }
+
+/// Xattr count from which [`XattrSet`] looks names up in a hash map (real inodes have a few).
+const INDEX_FROM: usize = 16;
 
 /// Parses one directory block (at most 4096 bytes): `n` dirents, then their names, the
 /// first dirent's `nameoff` telling `n`. Each name ends where the next begins; the last one
@@ -534,4 +563,37 @@ fn read_dir_block(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replacing values keeps the C reader's order (swap-remove, append) whether names are
+    /// looked up linearly or through the index.
+    #[test]
+    fn xattr_replacement_order_matches_the_c_reader() {
+        let mut set = XattrSet::default();
+        let mut model: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut state = 12345u32;
+        for step in 0..600u32 {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            // Few names first (linear lookups), then many (the index).
+            let pool = if step < 100 { 8 } else { 40 };
+            let name = format!("user.n{}", (state >> 16) % pool).into_bytes();
+            let value = step.to_le_bytes().to_vec();
+            if let Some(i) = model.iter().position(|(n, _)| *n == name) {
+                model.swap_remove(i);
+            }
+            model.push((name.clone(), value.clone()));
+            set.set(name, &value).unwrap();
+            let got: Vec<(Vec<u8>, Vec<u8>)> = set
+                .xattrs
+                .iter()
+                .map(|x| (x.name.to_vec(), x.value.to_vec()))
+                .collect();
+            assert_eq!(got, model, "step {step}");
+        }
+        assert!(set.index.is_some());
+    }
 }
