@@ -52,6 +52,8 @@ pub(super) struct LoadedInode {
     pub entries: Vec<Entry>,
     /// Bytes copied out of the image, charged against the reader's budget.
     pub bytes: u64,
+    /// Bytes of data (directory blocks, symlink target, inline content) read.
+    pub data_len: u64,
 }
 
 /// The fields of an on-disk inode that the rest of the reading needs.
@@ -105,6 +107,11 @@ impl Image<'_> {
         }
         let mut entries = Vec::new();
         let mut bytes = 0;
+        let data_len = match file_type {
+            FileType::Directory | FileType::Symlink => inode.size,
+            FileType::Regular if raw.is_flat() => inode.size,
+            _ => 0,
+        };
         match file_type {
             FileType::Directory => {
                 self.require_flat(&raw, "directory")?;
@@ -167,6 +174,7 @@ impl Image<'_> {
             inode,
             entries,
             bytes,
+            data_len,
         }))
     }
 

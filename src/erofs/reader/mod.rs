@@ -23,9 +23,9 @@ use crate::erofs::format::{
     SUPER_MAGIC_V1, SUPER_OFFSET, Superblock,
 };
 use crate::fsverity::Digest;
-use crate::tree::{DirEntry, Inode, InodeId, Timestamp, Tree};
+use crate::tree::{DirEntry, Inode, InodeId, ROOT, Timestamp, Tree};
 
-use inode::Entry;
+use inode::{Entry, LoadedInode};
 
 /// Why an image could not be read. Offsets are byte offsets in the image, `nid` the EROFS
 /// inode number (the inode's offset in the metadata area divided by 32).
@@ -115,6 +115,16 @@ pub enum ReadError {
         /// The limit.
         max: usize,
     },
+    /// Inodes share data: more directory, symlink and inline data was read than the image
+    /// holds. Writers give each inode its own data; sharing would let a small image make
+    /// the reader parse the same blocks over and over.
+    #[error("inode {nid}: data read exceeds the {image_len}-byte image (inodes share data)")]
+    SharedData {
+        /// The inode whose data crossed the limit.
+        nid: u64,
+        /// Image length.
+        image_len: usize,
+    },
     /// The tree would take more memory than an image of this size can legitimately describe.
     #[error("inode {nid}: tree read from a {image_len}-byte image exceeds {budget} bytes")]
     TooLarge {
@@ -158,14 +168,14 @@ pub fn read_image(bytes: &[u8]) -> Result<Tree, ReadError> {
     };
     let mut reader = TreeBuilder {
         image,
-        tree: Tree {
-            inodes: vec![root.inode],
-        },
-        by_nid: HashMap::from([(root_nid, 0)]),
+        tree: Tree { inodes: Vec::new() },
+        by_nid: HashMap::from([(root_nid, ROOT)]),
         whiteouts: Default::default(),
         spent: 0,
+        data_read: 0,
     };
-    reader.charge(root_nid, root.bytes + size_of::<Inode>() as u64)?;
+    reader.account(root_nid, &root)?;
+    reader.tree.inodes.push(root.inode);
     reader.read_dirs(root_nid, root.entries)?;
     Ok(reader.tree)
 }
@@ -292,12 +302,21 @@ struct TreeBuilder<'a> {
     whiteouts: HashSet<u64>,
     /// Bytes copied into the tree so far.
     spent: u64,
+    /// Bytes of inode data parsed so far.
+    data_read: u64,
 }
 
 impl TreeBuilder<'_> {
-    fn charge(&mut self, nid: u64, bytes: u64) -> Result<(), ReadError> {
+    /// Counts what loading an inode cost against the limits. Loading one inode reads at
+    /// most the image once, so checking afterwards keeps the total work linear.
+    fn account(&mut self, nid: u64, loaded: &LoadedInode) -> Result<(), ReadError> {
         let image_len = self.image.bytes.len();
+        self.data_read = self.data_read.saturating_add(loaded.data_len);
+        if self.data_read > image_len as u64 {
+            return Err(ReadError::SharedData { nid, image_len });
+        }
         let budget = BUDGET_BASE + BUDGET_PER_IMAGE_BYTE * image_len as u64;
+        let bytes = loaded.bytes + size_of::<Inode>() as u64;
         self.spent = self.spent.saturating_add(bytes);
         if self.spent > budget {
             return Err(ReadError::TooLarge {
@@ -313,7 +332,7 @@ impl TreeBuilder<'_> {
     /// bounded by [`MAX_DEPTH`], the stack of the calling thread is not).
     fn read_dirs(&mut self, root_nid: u64, root_entries: Vec<Entry>) -> Result<(), ReadError> {
         let mut stack = vec![Frame {
-            dir: 0,
+            dir: ROOT,
             nid: root_nid,
             entries: root_entries.into_iter(),
         }];
@@ -339,7 +358,7 @@ impl TreeBuilder<'_> {
                     self.whiteouts.insert(entry.nid);
                     continue;
                 };
-                self.charge(entry.nid, loaded.bytes + size_of::<Inode>() as u64)?;
+                self.account(entry.nid, &loaded)?;
                 let is_dir = loaded.inode.is_dir();
                 let id = self.tree.add_inode(loaded.inode);
                 self.by_nid.insert(entry.nid, id);

@@ -4,8 +4,9 @@
 
 use super::*;
 use crate::erofs::format::{
-    ComposefsHeader, Dirent, INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_LAYOUT_COMPACT,
-    InodeCompact, XATTR_INDEX_TRUSTED, XATTR_INDEX_USER, XattrEntry, XattrHeader, inode_format,
+    ComposefsHeader, Dirent, INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN,
+    INODE_LAYOUT_COMPACT, InodeCompact, XATTR_INDEX_TRUSTED, XATTR_INDEX_USER, XattrEntry,
+    XattrHeader, inode_format,
 };
 use crate::tree::{FileType, ROOT, mode};
 
@@ -18,6 +19,8 @@ struct Node {
     /// Inline data (file content, symlink target); for chunk-based files only the size.
     data: Vec<u8>,
     chunked_size: Option<u32>,
+    /// Data in whole blocks elsewhere in the image: (first block, size).
+    plain: Option<(u32, u32)>,
     rdev: u32,
     xattrs: Vec<(u8, &'static [u8], Vec<u8>)>,
 }
@@ -138,9 +141,10 @@ fn image(nodes: &[Node]) -> Vec<u8> {
             n.data.clone()
         };
         let xattrs = n.xattr_area();
-        let (layout, size, u) = match n.chunked_size {
-            Some(size) => (INODE_CHUNK_BASED, size, 0),
-            None => (INODE_FLAT_INLINE, data.len() as u32, n.rdev),
+        let (layout, size, u) = match (n.chunked_size, n.plain) {
+            (Some(size), _) => (INODE_CHUNK_BASED, size, 0),
+            (_, Some((block, size))) => (INODE_FLAT_PLAIN, size, block),
+            _ => (INODE_FLAT_INLINE, data.len() as u32, n.rdev),
         };
         let inode = InodeCompact {
             format: inode_format(INODE_LAYOUT_COMPACT, layout),
@@ -159,7 +163,7 @@ fn image(nodes: &[Node]) -> Vec<u8> {
         bytes.resize(start, 0);
         bytes.extend_from_slice(&inode.to_bytes());
         bytes.extend_from_slice(&xattrs);
-        if n.chunked_size.is_none() {
+        if n.chunked_size.is_none() && n.plain.is_none() {
             bytes.extend_from_slice(&data);
         }
     }
@@ -325,3 +329,34 @@ fn referenced_objects_are_distinct_and_sorted() {
     assert_eq!(paths, [&b"aa/2"[..], b"bb/1"]);
     assert_eq!(read_image(&bytes).unwrap().inodes[ROOT].entries.len(), 3);
 }
+
+#[test]
+fn inodes_sharing_data_are_refused() {
+    // Twenty files whose 4000-byte content is the same first block of the image.
+    let mut nodes = vec![dir((0..20).map(|i| (NAMES[i], i + 1)).collect())];
+    for _ in 0..20 {
+        let mut f = file(b"");
+        f.plain = Some((0, 4000));
+        nodes.push(f);
+    }
+    let bytes = image(&nodes);
+    assert!(
+        matches!(read_image(&bytes), Err(ReadError::SharedData { .. })),
+        "{:?}",
+        read_image(&bytes).map(|_| ())
+    );
+    // Two of them are fine (the image is larger than their data).
+    let mut nodes = vec![dir(vec![(b"a", 1), (b"b", 2)])];
+    for _ in 0..2 {
+        let mut f = file(b"");
+        f.plain = Some((0, 4000));
+        nodes.push(f);
+    }
+    let tree = read_image(&image(&nodes)).unwrap();
+    assert_eq!(tree.inodes[1].inline.as_ref().unwrap().len(), 4000);
+}
+
+const NAMES: [&[u8]; 20] = [
+    b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j", b"k", b"l", b"m", b"n", b"o", b"p",
+    b"q", b"r", b"s", b"t",
+];
