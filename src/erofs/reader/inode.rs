@@ -52,7 +52,8 @@ pub(super) struct LoadedInode {
     pub entries: Vec<Entry>,
     /// Bytes copied out of the image, charged against the reader's budget.
     pub bytes: u64,
-    /// Bytes of data (directory blocks, symlink target, inline content) read.
+    /// Bytes of the inode's own data (directory blocks, symlink target, inline content,
+    /// inline xattrs) parsed.
     pub data_len: u64,
 }
 
@@ -107,11 +108,14 @@ impl Image<'_> {
         }
         let mut entries = Vec::new();
         let mut bytes = 0;
-        let data_len = match file_type {
-            FileType::Directory | FileType::Symlink => inode.size,
-            FileType::Regular if raw.is_flat() => inode.size,
-            _ => 0,
-        };
+        // What this inode parses of its own: its data and its inline xattr area. In a sane
+        // image no two inodes share any of it.
+        let data_len = xattr_ibody_size(raw.xattr_icount)
+            + match file_type {
+                FileType::Directory | FileType::Symlink => inode.size,
+                FileType::Regular if raw.is_flat() => inode.size,
+                _ => 0,
+            };
         match file_type {
             FileType::Directory => {
                 self.require_flat(&raw, "directory")?;

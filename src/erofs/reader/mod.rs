@@ -10,9 +10,10 @@
 //! skipped.
 //!
 //! Images are untrusted input: every offset and length is checked against the image, a
-//! directory reached twice (a cycle) is an error, the tree depth is limited, and the bytes
-//! copied into the tree are limited by a budget proportional to the image size. Nothing here
-//! panics on any input.
+//! directory reached twice (a cycle) is an error, the tree depth is limited, the data parsed
+//! may not exceed the image (inodes sharing data are refused) and the bytes copied into the
+//! tree are limited by a budget proportional to the image size. So time and memory stay
+//! linear in the image size, and nothing here panics on any input.
 
 mod inode;
 
@@ -115,8 +116,8 @@ pub enum ReadError {
         /// The limit.
         max: usize,
     },
-    /// Inodes share data: more directory, symlink and inline data was read than the image
-    /// holds. Writers give each inode its own data; sharing would let a small image make
+    /// Inodes share data: more directory, symlink, inline content and inline xattr bytes
+    /// were parsed than the image holds. Writers give each inode its own data; sharing would let a small image make
     /// the reader parse the same blocks over and over.
     #[error("inode {nid}: data read exceeds the {image_len}-byte image (inodes share data)")]
     SharedData {
