@@ -206,8 +206,7 @@ impl Image<'_> {
         let mut inode = Inode::new(0);
         let (header_len, xattr_icount, union);
         if layout == INODE_LAYOUT_COMPACT {
-            let b = self.range(nid, "compact inode", offset, InodeCompact::SIZE as u64)?;
-            let c = InodeCompact::from_bytes(b.try_into().expect("range has the asked length"));
+            let c = InodeCompact::from_bytes(self.array(nid, "compact inode", offset)?);
             inode.mode = c.mode.into();
             inode.nlink = c.nlink.into();
             inode.size = c.size.into();
@@ -217,8 +216,7 @@ impl Image<'_> {
             inode.mtime = self.build_time;
             (header_len, xattr_icount, union) = (InodeCompact::SIZE, c.xattr_icount, c.u);
         } else {
-            let b = self.range(nid, "extended inode", offset, InodeExtended::SIZE as u64)?;
-            let e = InodeExtended::from_bytes(b.try_into().expect("range has the asked length"));
+            let e = InodeExtended::from_bytes(self.array(nid, "extended inode", offset)?);
             inode.mode = e.mode.into();
             inode.nlink = e.nlink;
             inode.size = e.size;
@@ -295,6 +293,23 @@ impl Image<'_> {
             .collect())
     }
 
+    /// The `N` bytes at `offset`, for the fixed-size on-disk structures.
+    fn array<const N: usize>(
+        &self,
+        nid: u64,
+        what: &'static str,
+        offset: u64,
+    ) -> Result<&[u8; N], ReadError> {
+        self.range(nid, what, offset, N as u64)?
+            .first_chunk()
+            .ok_or(ReadError::OutOfBounds {
+                nid,
+                what,
+                offset,
+                len: N as u64,
+            })
+    }
+
     /// Reads the inline and then the shared xattrs (the C reader's order) into `inode`,
     /// applying the composefs overlay conventions. Returns the bytes copied.
     fn read_xattrs(&self, raw: &RawInode, inode: &mut Inode) -> Result<u64, ReadError> {
@@ -305,11 +320,7 @@ impl Image<'_> {
         let start = raw.xattr_offset();
         let area_len = xattr_ibody_size(raw.xattr_icount);
         let area = self.range(nid, "xattr area", start, area_len)?;
-        let header = XattrHeader::from_bytes(
-            area[..XattrHeader::SIZE]
-                .try_into()
-                .expect("area holds the header"),
-        );
+        let header = XattrHeader::from_bytes(self.array(nid, "xattr header", start)?);
         let shared_len = 4 * usize::from(header.shared_count);
         let inline_start = XattrHeader::SIZE + shared_len;
         if inline_start > area.len() {
@@ -331,11 +342,11 @@ impl Image<'_> {
             set.apply(nid, offset, inode, entry.name_index, name, value)?;
             pos += entry.padded_size() as usize;
         }
-        for id in area[XattrHeader::SIZE..inline_start].chunks_exact(4) {
-            let id = u32::from_le_bytes(id.try_into().expect("chunks of 4"));
+        let (shared_ids, _) = area[XattrHeader::SIZE..inline_start].as_chunks::<4>();
+        for id in shared_ids {
+            let id = u32::from_le_bytes(*id);
             let offset = self.xattr_start + u64::from(id) * 4;
-            let head = self.range(nid, "shared xattr", offset, XattrEntry::SIZE as u64)?;
-            let e = XattrEntry::from_bytes(head.try_into().expect("range has the asked length"));
+            let e = XattrEntry::from_bytes(self.array(nid, "shared xattr", offset)?);
             let len = XattrEntry::SIZE as u64 + u64::from(e.name_len) + u64::from(e.value_size);
             let bytes = self.range(nid, "shared xattr", offset, len)?;
             let (entry, name, value) = parse_xattr_entry(nid, offset, bytes)?;
@@ -358,9 +369,9 @@ fn parse_xattr_entry(
         reason: reason.into(),
     };
     let head = bytes
-        .get(..XattrEntry::SIZE)
+        .first_chunk::<{ XattrEntry::SIZE }>()
         .ok_or_else(|| bad("truncated entry header"))?;
-    let entry = XattrEntry::from_bytes(head.try_into().expect("sliced to the size"));
+    let entry = XattrEntry::from_bytes(head);
     let name_end = XattrEntry::SIZE + usize::from(entry.name_len);
     let value_end = name_end + usize::from(entry.value_size);
     let name = bytes
