@@ -413,3 +413,91 @@ fn random_trees_match_c_mkcomposefs() {
         "too few accepted cases to be meaningful"
     );
 }
+
+/// A small dump with one line of each kind, the seed of [`mutated_dumps_match_c_lenient`].
+const MUTATION_BASE: &str = "/ 4096 40755 2 0 0 0 1000.5 - - - user.a=1 trusted.overlay.x=y
+/d 4096 40700 2 10 20 0 1001.0 - - - security.selinux=ctx
+/d/f 4 100644 2 0 0 0 1000.5 - ab\\x00c -
+/d/e 70000 100600 1 0 0 0 999.1 ab/cdef - 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef user.b=\\xff
+/d/w 0 20644 1 0 0 0 1000.5 - - -
+/d/c 0 20644 1 0 0 1234 1000.5 - - -
+/l 3 120777 1 0 0 0 1000.5 /d/ - -
+/h 0 @100644 0 0 0 0 0.0 /d/f - -
+/p 0 10644 1 0 0 0 1000.5 - - -
+";
+
+/// Random edits of a valid dump, read leniently by both tools: the same dumps must be
+/// refused, and accepted ones must give the same image. Known deliberate differences: this
+/// parser refuses hard links to directories and malformed digests on external files, which
+/// mkcomposefs accepts (writing a broken image, or uninitialised digest bytes).
+#[test]
+fn mutated_dumps_match_c_lenient() {
+    let Some((tool, libdir)) = mkcomposefs() else {
+        println!("mkcomposefs not found (set MKCOMPOSEFS): mutation test skipped");
+        return;
+    };
+    let cases: u64 = std::env::var("CFS_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+        * 4;
+    const EDIT: &[u8] = b" \n\\x-@/09=.a7f\t+";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut same, mut refused, mut deliberate) = (0, 0, 0);
+    for seed in 1..=cases {
+        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let mut dump = MUTATION_BASE.as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(dump.len() as u64) as usize;
+            match rng.below(3) {
+                0 => dump[at] = EDIT[rng.below(EDIT.len() as u64) as usize],
+                1 => {
+                    dump.remove(at);
+                }
+                _ => dump.insert(at, EDIT[rng.below(EDIT.len() as u64) as usize]),
+            }
+        }
+        let dump_path = dir.path().join("m.dump");
+        let img_path = dir.path().join("m.img");
+        std::fs::write(&dump_path, &dump).unwrap();
+        let _ = std::fs::remove_file(&img_path);
+        let mut cmd = Command::new(&tool);
+        if let Some(lib) = &libdir {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        let c = cmd
+            .env_remove("CFS_PARSE_STRICT")
+            .arg("--from-file")
+            .arg(&dump_path)
+            .arg(&img_path)
+            .output()
+            .expect("run mkcomposefs");
+        let ours = parse(&dump, ParseMode::Lenient)
+            .map_err(|e| e.to_string())
+            .and_then(|tree| {
+                image_bytes(&tree, &WriteOptions::default()).map_err(|e| e.to_string())
+            });
+        let shown = String::from_utf8_lossy(&dump).into_owned();
+        match (c.status.success(), ours) {
+            (true, Ok(image)) => {
+                assert!(
+                    std::fs::read(&img_path).unwrap() == image,
+                    "seed {seed}: images differ for\n{shown}"
+                );
+                same += 1;
+            }
+            (false, Err(_)) => refused += 1,
+            (true, Err(e))
+                if e.contains("hardlink to a directory") || e.contains("invalid digest") =>
+            {
+                deliberate += 1
+            }
+            (true, Err(e)) => panic!("seed {seed}: C accepted, we refused: {e}\n{shown}"),
+            (false, Ok(_)) => panic!(
+                "seed {seed}: C refused ({}), we accepted\n{shown}",
+                String::from_utf8_lossy(&c.stderr).trim()
+            ),
+        }
+    }
+    println!("{same} identical, {refused} refused by both, {deliberate} deliberate differences");
+}
