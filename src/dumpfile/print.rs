@@ -103,7 +103,7 @@ pub fn write_entry(
 }
 
 /// Prints the whole tree as composefs-dump(5), in the order and form of
-/// `composefs-info dump`.
+/// `composefs-info dump`. Writes are small and many: pass a buffered writer.
 ///
 /// Fails with `InvalidData` when an additional hard link names an inode that has no primary
 /// entry in the tree (a malformed tree; the reader and the dump parser never build one).
