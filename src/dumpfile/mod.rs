@@ -6,6 +6,7 @@
 //! [`crate::tree::Tree`].
 
 pub mod parse;
-// pub mod print; (the printer lives in `print.rs`)
+pub mod print;
 
 pub use parse::{DumpError, LineError, ParseMode, parse, parse_reader};
+pub use print::print;

@@ -1,1 +1,0 @@
-//! EROFS reader.
