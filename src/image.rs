@@ -46,15 +46,19 @@ pub struct Loaded {
 }
 
 /// Reads `source` into a tree. Directory contents are offered to `sink` as they are hashed.
-pub fn load(source: &Source, opts: &BuildOptions, sink: Option<&dyn ContentSink>) -> Result<Loaded> {
+pub fn load(
+    source: &Source,
+    opts: &BuildOptions,
+    sink: Option<&dyn ContentSink>,
+) -> Result<Loaded> {
     match source {
         Source::Dump(path) => {
             let tree = if path == Path::new("-") {
                 dumpfile::parse_reader(BufReader::new(std::io::stdin().lock()), opts.parse)
                     .context("reading dump from standard input")?
             } else {
-                let file = File::open(path)
-                    .with_context(|| format!("opening dump {}", path.display()))?;
+                let file =
+                    File::open(path).with_context(|| format!("opening dump {}", path.display()))?;
                 dumpfile::parse_reader(BufReader::with_capacity(1 << 20, file), opts.parse)
                     .with_context(|| format!("reading dump {}", path.display()))?
             };
@@ -77,7 +81,11 @@ pub fn compute_id(tree: &Tree, opts: &WriteOptions, algorithm: Algorithm) -> Res
 }
 
 /// Image bytes and their fs-verity digest.
-pub fn build_image(tree: &Tree, opts: &WriteOptions, algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
+pub fn build_image(
+    tree: &Tree,
+    opts: &WriteOptions,
+    algorithm: Algorithm,
+) -> Result<(Vec<u8>, Digest)> {
     let bytes = writer::image_bytes(tree, opts)?;
     let digest = fsverity::digest_bytes(algorithm, &bytes);
     Ok((bytes, digest))

@@ -301,9 +301,21 @@ pub fn mount_image(
 }
 
 /// Unmounts `path` (not lazily: fails with EBUSY while the mount is in use).
+///
+/// EBUSY is retried for up to a second: a process that forks (any `Command::spawn`) holds a
+/// copy of every open descriptor until it execs, so a file just read through the mount can
+/// keep it busy for a moment.
 pub fn unmount(path: &Path) -> Result<()> {
-    rustix::mount::unmount(path, UnmountFlags::empty())
-        .with_context(|| format!("unmounting {}", path.display()))
+    let mut attempts = 0;
+    loop {
+        match rustix::mount::unmount(path, UnmountFlags::empty()) {
+            Err(rustix::io::Errno::BUSY) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.with_context(|| format!("unmounting {}", path.display())),
+        }
+    }
 }
 
 /// A detached mount attached to a fresh private directory for as long as needed to name it by

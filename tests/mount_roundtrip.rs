@@ -46,7 +46,7 @@ fn setxattr(path: &Path, name: &str, value: &[u8]) {
 
 /// Builds the source tree; returns the names that the image cannot hold (skipped with a warning).
 fn build_source(src: &Path) -> Vec<PathBuf> {
-    use rustix::fs::{FileType, Mode, mknodat, CWD};
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
     fs::create_dir_all(src.join("dir/sub/deeper")).unwrap();
     fs::create_dir(src.join("empty")).unwrap();
     fs::create_dir(src.join("sticky")).unwrap();
@@ -55,7 +55,9 @@ fn build_source(src: &Path) -> Vec<PathBuf> {
     fs::write(src.join("small"), b"hello world\n").unwrap();
     fs::write(src.join("dir/exactly64"), [b'a'; 64]).unwrap();
     fs::write(src.join("dir/sixtyfive"), [b'b'; 65]).unwrap();
-    let big: Vec<u8> = (0..(3 << 20) + 123).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..(3 << 20) + 123)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     fs::write(src.join("dir/sub/big"), &big).unwrap();
     fs::write(src.join("setuid"), b"#!/bin/sh\n").unwrap();
     fs::set_permissions(src.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
@@ -71,9 +73,30 @@ fn build_source(src: &Path) -> Vec<PathBuf> {
     symlink("/etc/passwd", src.join("abs-link")).unwrap();
     symlink("does/not/exist", src.join("dangling")).unwrap();
     symlink("x".repeat(1000), src.join("long-link")).unwrap();
-    mknodat(CWD, src.join("fifo"), FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
-    mknodat(CWD, src.join("null"), FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).unwrap();
-    mknodat(CWD, src.join("loop9"), FileType::BlockDevice, Mode::from_raw_mode(0o660), rustix::fs::makedev(7, 9)).unwrap();
+    mknodat(
+        CWD,
+        src.join("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    mknodat(
+        CWD,
+        src.join("null"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    mknodat(
+        CWD,
+        src.join("loop9"),
+        FileType::BlockDevice,
+        Mode::from_raw_mode(0o660),
+        rustix::fs::makedev(7, 9),
+    )
+    .unwrap();
     setxattr(&src.join("small"), "user.comment", b"a user xattr");
     setxattr(&src.join("small"), "trusted.foo", b"\x00\x01binary\xff");
     setxattr(&src.join("dir"), "trusted.overlay.opaque", b"y");
@@ -89,7 +112,11 @@ fn build_source(src: &Path) -> Vec<PathBuf> {
     let mut n = 0i64;
     for entry in walk(src) {
         n += 1;
-        set_mtime(&entry, 1_600_000_000 + n * 1000, (n * 123_456_789) % 1_000_000_000);
+        set_mtime(
+            &entry,
+            1_600_000_000 + n * 1000,
+            (n * 123_456_789) % 1_000_000_000,
+        );
     }
     set_mtime(src, 1_500_000_000, 42);
     vec![PathBuf::from("dir/socket")]
@@ -99,7 +126,10 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let mut names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for p in names {
             if p.symlink_metadata().unwrap().is_dir() {
@@ -177,9 +207,16 @@ fn image_mounted_from_repository_equals_source() {
         .arg(tmp.path().join("copy.img"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("socket"), "no warning about the socket: {stderr}");
+    assert!(
+        stderr.contains("socket"),
+        "no warning about the socket: {stderr}"
+    );
     let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(digest.len(), 64, "digest printed: {digest:?}");
     assert!(repo.join("images").join(&digest).exists());
@@ -188,7 +225,11 @@ fn image_mounted_from_repository_equals_source() {
     let id = run(common::cfsctl().arg("compute-id").arg(&src));
     assert_eq!(id.trim(), digest);
 
-    run(common::cfsctl().args(["mount", "--repo"]).arg(&repo).arg(&digest).arg(&mnt));
+    run(common::cfsctl()
+        .args(["mount", "--repo"])
+        .arg(&repo)
+        .arg(&digest)
+        .arg(&mnt));
     let result = std::panic::catch_unwind(|| {
         let src_entries = walk(&src);
         let mut compared = 0;
@@ -197,13 +238,20 @@ fn image_mounted_from_repository_equals_source() {
             let rel = s.strip_prefix(&src).unwrap();
             let m = mnt.join(rel);
             if skipped.iter().any(|k| k == rel) {
-                assert!(m.symlink_metadata().is_err(), "{} should be skipped", rel.display());
+                assert!(
+                    m.symlink_metadata().is_err(),
+                    "{} should be skipped",
+                    rel.display()
+                );
                 continue;
             }
             let (a, b) = (observe(s), observe(&m));
             assert_eq!(a, b, "mounted view differs at {}", rel.display());
             // Hardlinks stay one inode: the same source inode maps to one mounted inode.
-            let (si, mi) = (s.symlink_metadata().unwrap().ino(), m.symlink_metadata().unwrap().ino());
+            let (si, mi) = (
+                s.symlink_metadata().unwrap().ino(),
+                m.symlink_metadata().unwrap().ino(),
+            );
             if let Some(prev) = inode_of.insert(si, mi) {
                 assert_eq!(prev, mi, "hardlink {} split into two inodes", rel.display());
             }
@@ -216,7 +264,8 @@ fn image_mounted_from_repository_equals_source() {
         assert_eq!(mounted_count, compared, "mounted tree has extra entries");
         compared
     });
-    let _ = Command::new("umount").arg(&mnt).status();
+    let unmounted = cfsctl::mount::unmount(&mnt);
     let compared = result.unwrap();
+    unmounted.unwrap();
     assert!(compared > 25, "only {compared} entries compared");
 }

@@ -129,7 +129,9 @@ impl CreateImage {
             (None, Some(s)) => Some(s),
             (None, None) => None,
         };
-        let algorithm = repo.as_ref().map_or(Algorithm::Sha256, Repository::algorithm);
+        let algorithm = repo
+            .as_ref()
+            .map_or(Algorithm::Sha256, Repository::algorithm);
         let opts = self.source.build_options(algorithm);
         let loaded = image::load(&self.source.source(), &opts, sink)?;
         if let Some(report) = &loaded.report {
@@ -160,9 +162,8 @@ impl CreateImage {
                 );
             }
         }
-        let show = self.print_digest
-            || self.print_digest_only
-            || (repo.is_some() && self.image.is_none());
+        let show =
+            self.print_digest || self.print_digest_only || (repo.is_some() && self.image.is_none());
         if show {
             println!("{digest}");
         }
@@ -172,7 +173,10 @@ impl CreateImage {
 
 fn warn_skipped(report: &ScanReport) {
     for (path, reason) in &report.skipped {
-        tracing::warn!("skipped {} ({reason:?}: an image cannot hold it)", path.display());
+        tracing::warn!(
+            "skipped {} ({reason:?}: an image cannot hold it)",
+            path.display()
+        );
     }
 }
 

@@ -43,12 +43,20 @@ pub fn find_tool(env_var: &str, name: &str, fallbacks: &[&str]) -> Option<PathBu
 
 /// C mkcomposefs 1.0.8 (scripts/install-mkcomposefs.sh puts it in /opt/composefs-c).
 pub fn mkcomposefs() -> Option<PathBuf> {
-    find_tool("MKCOMPOSEFS", "mkcomposefs", &["/opt/composefs-c/bin/mkcomposefs"])
+    find_tool(
+        "MKCOMPOSEFS",
+        "mkcomposefs",
+        &["/opt/composefs-c/bin/mkcomposefs"],
+    )
 }
 
 /// C composefs-info 1.0.8.
 pub fn composefs_info() -> Option<PathBuf> {
-    find_tool("COMPOSEFS_INFO", "composefs-info", &["/opt/composefs-c/bin/composefs-info"])
+    find_tool(
+        "COMPOSEFS_INFO",
+        "composefs-info",
+        &["/opt/composefs-c/bin/composefs-info"],
+    )
 }
 
 /// A `Command` for a C composefs tool with its library path set.
