@@ -57,13 +57,13 @@ row "limit: sha256 x $NCPU cores" openssl "-" "-" "$SHA_GBS GB/s"
 for where in tmpfs disk; do
   if [ $where = tmpfs ]; then B=$SHM; else B=$DISK; cp -a "$SHM/tree" "$DISK/tree"; fi
   read -r CP _ < <(measure "rm -rf $B/cp" cp -a "$B/tree" "$B/cp"); rm -rf "$B/cp"
-  row "limit: cp -a tree ($where)" cp "$CP" "1.00" "write floor"
+  row "limit: cp -a tree ($where)" cp "$CP" "-" "write floor"
 
   # compute-id: digest of every file + the image, nothing written
   read -r T M < <(measure : "$CFS" compute-id "$B/tree")
   row "compute-id ($where)" cfsctl "$T" "$M" "$(awk "BEGIN{printf \"%.0f%% of sha256 limit\", 100*$BYTES/$T/$SHA}")"
   if [ -x "$MKCFS" ]; then
-    read -r T M < <(measure : "$MKCFS" --print-digest-only "$B/tree" /dev/null)
+    read -r T M < <(measure : "$MKCFS" --print-digest-only "$B/tree")
     row "compute-id ($where)" "C mkcomposefs" "$T" "$M" "$(awk "BEGIN{printf \"%.0f%% of sha256 limit\", 100*$BYTES/$T/$SHA}")"
   fi
   if [ -x "$RSCFS" ]; then
