@@ -377,7 +377,7 @@ fn digest_store_fallback_copy_and_rename() {
     let (fanout, name) = store.fanout_dir(&d).unwrap();
     let file = fs::File::open(tmp.path().join("f")).unwrap();
     store
-        .store_via_rename(&fanout, &name, &file, 70_000)
+        .store_via_rename(fanout, &name, &file, 70_000)
         .unwrap();
     assert_eq!(
         fs::read(tmp.path().join("s").join(d.object_path())).unwrap(),
