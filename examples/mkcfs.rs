@@ -1,7 +1,7 @@
 //! Development aid: `mkcfs [--strict] [--min-version=N] [--max-version=N] DUMP IMAGE`,
 //! the Rust writer with mkcomposefs's `--from-file` interface, for comparing with the C tool.
 
-use cfsctl::dumpfile::{ParseMode, parse};
+use cfsctl::dumpfile::{ParseMode, parse_reader};
 use cfsctl::erofs::writer::{WriteOptions, write_image};
 
 fn main() -> anyhow::Result<()> {
@@ -22,14 +22,11 @@ fn main() -> anyhow::Result<()> {
     let [input, output] = &files[..] else {
         anyhow::bail!("usage: mkcfs [--strict] [--min-version=N] [--max-version=N] DUMP IMAGE");
     };
-    let data = if input == "-" {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
-        v
+    let tree = if input == "-" {
+        parse_reader(std::io::stdin().lock(), mode)?
     } else {
-        std::fs::read(input)?
+        parse_reader(std::io::BufReader::new(std::fs::File::open(input)?), mode)?
     };
-    let tree = parse(&data, mode)?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(output)?);
     write_image(&tree, &opts, &mut out)?;
     Ok(())

@@ -4,7 +4,7 @@
 //! Image layout: composefs header, zeros, superblock at 1024, inodes (each with its inline
 //! xattrs and tail data) from 1152, shared xattrs, then block-aligned data blocks (directory
 //! blocks, inline-file blocks, symlink blocks, chunk tables of external files). The writer
-//! works in three passes over compact per-inode records ([`prepare`], [`layout`], emit) and
+//! works in three passes over compact per-inode records (`prepare`, `layout`, emit) and
 //! streams the bytes out, so the image is never held in memory: [`compute_digest`] feeds the
 //! same stream into an fs-verity hasher.
 
@@ -53,12 +53,12 @@ pub enum WriteError {
     #[error("unsupported composefs format version {0} (max {COMPOSEFS_VERSION_MAX})")]
     UnsupportedVersion(u32),
     /// The tree breaks a rule of the format.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {rule}")]
     Invalid {
         /// Where.
         path: String,
         /// The rule broken.
-        reason: &'static str,
+        rule: TreeRule,
     },
     /// The image does not fit the format's address fields.
     #[error("image too large: {0}")]
@@ -66,6 +66,69 @@ pub enum WriteError {
     /// Writing the output failed.
     #[error("writing image: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A rule of the composefs format (as mkcomposefs 1.0.8 enforces it) that a tree broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TreeRule {
+    /// The mode has no valid file type.
+    #[error("mode has no valid file type")]
+    InvalidMode,
+    /// A non-directory has directory entries.
+    #[error("a non-directory has directory entries")]
+    EntriesOnNonDirectory,
+    /// An empty file name.
+    #[error("empty file name")]
+    EmptyName,
+    /// A file named `.` or `..`.
+    #[error("file name '.' or '..'")]
+    DotName,
+    /// A file name over 255 bytes (`LCFS_MAX_NAME_LENGTH`).
+    #[error("file name longer than 255 bytes")]
+    NameTooLong,
+    /// A file name with `/` or NUL.
+    #[error("file name contains '/' or NUL")]
+    NameWithSlashOrNul,
+    /// A directory entry to an inode not in the tree.
+    #[error("directory entry points to a missing inode")]
+    DanglingEntry,
+    /// A hard link to a directory.
+    #[error("hardlink to a directory")]
+    DirectoryHardlink,
+    /// An inode with two primary entries, or a directory containing itself.
+    #[error("an inode has two primary entries (or a directory loop)")]
+    MultiplePrimaryEntries,
+    /// A hard link to an inode that has no primary entry.
+    #[error("hardlink to an inode that has no primary entry")]
+    NoPrimaryEntry,
+    /// An xattr name that is empty, over 255 bytes or contains NUL.
+    #[error("xattr name empty, over 255 bytes or with NUL")]
+    InvalidXattrName,
+    /// An xattr value over 65535 bytes.
+    #[error("xattr value over 65535 bytes")]
+    XattrValueTooLarge,
+    /// The same xattr name twice on one inode.
+    #[error("duplicate xattr name")]
+    DuplicateXattr,
+    /// The inode's xattrs exceed the per-inode budget (`LCFS_INODE_EXTERNAL_XATTR_MAX`).
+    #[error("xattrs exceed the per-inode limit")]
+    XattrsTooLarge,
+    /// The overlay xattrs the writer adds replace input xattrs in a way that makes
+    /// mkcomposefs 1.0.8 fail (its size accounting underflows); refused the same way.
+    #[error("xattrs added by the writer exceed the per-inode limit (as in mkcomposefs)")]
+    WriterXattrsTooLarge,
+    /// A symlink target that is empty, 4096 bytes or longer, or contains NUL.
+    #[error("symlink target empty, too long or with NUL")]
+    InvalidSymlinkTarget,
+    /// Inline content whose length differs from the inode size.
+    #[error("inline content length differs from size")]
+    InlineSizeMismatch,
+    /// Inline content over 5000 bytes (`LCFS_INLINE_CONTENT_MAX`).
+    #[error("inline content over 5000 bytes")]
+    InlineTooLarge,
+    /// An external file needing more than 1024 chunks (`LCFS_MAX_NONINLINE_CHUNKS`).
+    #[error("file too big for a composefs external file")]
+    FileTooBig,
 }
 
 /// Writes the EROFS image of `tree` to `out`.
@@ -289,7 +352,7 @@ fn write_inode<W: Write>(
     if icount > u16::MAX as u64 {
         return Err(WriteError::Invalid {
             path: prepare::node_path(&p.nodes, i as u32),
-            reason: "xattrs too large for one inode",
+            rule: TreeRule::XattrsTooLarge,
         });
     }
     let mut datalayout = if il.tail > 0 {
@@ -464,5 +527,154 @@ mod tests {
         assert_eq!(sb.root_nid, 36);
         // Root and the 256 whiteout stubs.
         assert_eq!(sb.inos, 257);
+    }
+
+    #[test]
+    fn streamed_digest_equals_digest_of_bytes() {
+        let tree = parse(
+            b"/ 4096 40755 2 0 0 0 1.0 - - -\n/f 3 100644 1 0 0 0 1.0 - abc -\n",
+            ParseMode::Strict,
+        )
+        .unwrap();
+        let opts = WriteOptions::default();
+        let img = image_bytes(&tree, &opts).unwrap();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            assert_eq!(
+                compute_digest(&tree, &opts, alg).unwrap(),
+                crate::fsverity::digest_bytes(alg, &img)
+            );
+        }
+    }
+
+    #[test]
+    fn version_bump_only_with_whiteouts() {
+        let plain = parse(b"/ 4096 40755 2 0 0 0 1.0 - - -\n", ParseMode::Strict).unwrap();
+        let wh = parse(
+            b"/ 4096 40755 2 0 0 0 1.0 - - -\n/w 0 20644 1 0 0 0 1.0 - - -\n",
+            ParseMode::Strict,
+        )
+        .unwrap();
+        let version = |t: &Tree, min, max| {
+            let img = image_bytes(
+                t,
+                &WriteOptions {
+                    min_version: min,
+                    max_version: max,
+                },
+            )
+            .unwrap();
+            ComposefsHeader::from_bytes(img[..32].try_into().unwrap()).composefs_version
+        };
+        assert_eq!(version(&plain, 0, 1), 0);
+        assert_eq!(version(&wh, 0, 1), 1);
+        assert_eq!(version(&wh, 0, 0), 0);
+        assert_eq!(version(&plain, 1, 0), 1);
+        assert!(matches!(
+            image_bytes(
+                &plain,
+                &WriteOptions {
+                    min_version: 2,
+                    max_version: 2
+                }
+            ),
+            Err(WriteError::UnsupportedVersion(2))
+        ));
+    }
+
+    #[test]
+    fn invalid_trees_are_refused() {
+        use crate::tree::{DirEntry, Inode};
+        let mut t = Tree::new(0o755);
+        let d = t.add_inode(Inode::new(mode::S_IFDIR | 0o755));
+        t.inodes[0].entries.insert(
+            b"d".as_slice().into(),
+            DirEntry {
+                inode: d,
+                hardlink: false,
+            },
+        );
+        t.inodes[0].entries.insert(
+            b"h".as_slice().into(),
+            DirEntry {
+                inode: d,
+                hardlink: true,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::DirectoryHardlink,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let mut t = Tree::new(0o755);
+        let f = t.add_inode(Inode::new(mode::S_IFREG | 0o644));
+        t.inodes[0].entries.insert(
+            b"a/b".as_slice().into(),
+            DirEntry {
+                inode: f,
+                hardlink: false,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::NameWithSlashOrNul,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let mut t = Tree::new(0o755);
+        let f = t.add_inode(Inode::new(mode::S_IFREG | 0o644));
+        t.inodes[0].entries.insert(
+            b"x".as_slice().into(),
+            DirEntry {
+                inode: f,
+                hardlink: true,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::NoPrimaryEntry,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let mut t = Tree::new(0o755);
+        let mut big = Inode::new(mode::S_IFREG | 0o644);
+        big.size = 1 << 60;
+        let f = t.add_inode(big);
+        t.inodes[0].entries.insert(
+            b"big".as_slice().into(),
+            DirEntry {
+                inode: f,
+                hardlink: false,
+            },
+        );
+        let e = image_bytes(&t, &WriteOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WriteError::Invalid {
+                    rule: TreeRule::FileTooBig,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

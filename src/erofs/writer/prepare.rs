@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use super::WriteError;
+use super::{TreeRule, WriteError};
 use crate::dumpfile::parse::{
     MAX_CHUNKS, MAX_INLINE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_XATTR_NAME_LEN,
     MAX_XATTR_VALUE_LEN, MAX_XATTRS_SIZE, chunk_count,
@@ -36,8 +36,8 @@ const XATTR_USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
 const XATTR_USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
 const XATTR_USER_OPAQUE: &[u8] = b"user.overlay.opaque";
 const XATTR_SELINUX: &[u8] = b"security.selinux";
-/// Kernel fs-verity algorithm numbers (`FS_VERITY_HASH_ALG_*`, `<linux/fsverity.h>`), in
-/// the metacopy xattr.
+/// Version byte of overlayfs's `struct ovl_metacopy` (`fs/overlayfs/overlayfs.h`), the value
+/// of `trusted.overlay.metacopy`: version, length, flags, fs-verity algorithm, digest.
 const METACOPY_VERSION: u8 = 0;
 
 /// Names of the 256 whiteout stubs, `00`..`ff`.
@@ -116,7 +116,7 @@ pub fn node_path(nodes: &[Node], mut idx: u32) -> String {
     let mut parts = Vec::new();
     while idx != 0 {
         let n = &nodes[idx as usize];
-        parts.push(String::from_utf8_lossy(n.name).into_owned());
+        parts.push(n.name.escape_ascii().to_string());
         idx = n.parent;
     }
     parts.reverse();
@@ -168,7 +168,7 @@ fn set_xattr<'a>(
     budget: &mut u64,
     name: &'a [u8],
     value: Cow<'a, [u8]>,
-) -> Result<(), &'static str> {
+) -> Result<(), TreeRule> {
     const META: u64 = 2 * 4 - 1;
     if let Some(pos) = xattrs.iter().position(|x| *x.name == *name) {
         let old = xattrs.swap_remove(pos);
@@ -183,7 +183,7 @@ fn set_xattr<'a>(
         entry += 12;
     }
     if budget.wrapping_add(entry) > MAX_XATTRS_SIZE as u64 {
-        return Err("xattrs added by the writer exceed the per-inode limit");
+        return Err(TreeRule::WriterXattrsTooLarge);
     }
     *budget = budget.wrapping_add(entry);
     xattrs.push(NodeXattr {
@@ -193,15 +193,15 @@ fn set_xattr<'a>(
     Ok(())
 }
 
-fn check_name(name: &[u8]) -> Result<(), &'static str> {
+fn check_name(name: &[u8]) -> Result<(), TreeRule> {
     if name.is_empty() {
-        Err("empty file name")
+        Err(TreeRule::EmptyName)
     } else if name == b"." || name == b".." {
-        Err("file name '.' or '..'")
+        Err(TreeRule::DotName)
     } else if name.len() > MAX_NAME_LEN {
-        Err("file name longer than 255 bytes")
+        Err(TreeRule::NameTooLong)
     } else if name.contains(&b'/') || name.contains(&0) {
-        Err("file name contains '/' or NUL")
+        Err(TreeRule::NameWithSlashOrNul)
     } else {
         Ok(())
     }
@@ -233,13 +233,13 @@ pub fn prepare(
             continue;
         };
         let inode = &tree.inodes[id];
-        let err = |nodes: &Vec<Node>, reason: &'static str| WriteError::Invalid {
+        let err = |nodes: &Vec<Node>, rule: TreeRule| WriteError::Invalid {
             path: node_path(nodes, i as u32),
-            reason,
+            rule,
         };
         if !inode.is_dir() {
             if !inode.entries.is_empty() {
-                return Err(err(&nodes, "a non-directory has directory entries"));
+                return Err(err(&nodes, TreeRule::EntriesOnNonDirectory));
             }
             i += 1;
             continue;
@@ -252,11 +252,11 @@ pub fn prepare(
         for (name, entry) in &inode.entries {
             check_name(name).map_err(|r| err(&nodes, r))?;
             if entry.inode >= tree.inodes.len() {
-                return Err(err(&nodes, "directory entry points to a missing inode"));
+                return Err(err(&nodes, TreeRule::DanglingEntry));
             }
             if entry.hardlink {
                 if tree.inodes[entry.inode].is_dir() {
-                    return Err(err(&nodes, "hardlink to a directory"));
+                    return Err(err(&nodes, TreeRule::DirectoryHardlink));
                 }
                 dir.push((name, Slot::Link(entry.inode)));
             } else {
@@ -282,10 +282,7 @@ pub fn prepare(
                 }
                 Slot::Primary(id) => {
                     if map[id] != u32::MAX {
-                        return Err(err(
-                            &nodes,
-                            "an inode has two primary entries (or a directory loop)",
-                        ));
+                        return Err(err(&nodes, TreeRule::MultiplePrimaryEntries));
                     }
                     let idx = nodes.len() as u32;
                     map[id] = idx;
@@ -317,8 +314,8 @@ pub fn prepare(
         let idx = map[id];
         if idx == u32::MAX {
             return Err(WriteError::Invalid {
-                path: format!("/{}", String::from_utf8_lossy(children[slot].name)),
-                reason: "hardlink to an inode that has no primary entry",
+                path: format!("(entry) {}", children[slot].name.escape_ascii()),
+                rule: TreeRule::NoPrimaryEntry,
             });
         }
         children[slot].node = idx;
@@ -329,9 +326,9 @@ pub fn prepare(
     for i in 0..nodes.len() {
         let Some(id) = nodes[i].src else { continue };
         let inode = &tree.inodes[id];
-        let fail = |nodes: &Vec<Node>, reason| WriteError::Invalid {
+        let fail = |nodes: &Vec<Node>, rule| WriteError::Invalid {
             path: node_path(nodes, i as u32),
-            reason,
+            rule,
         };
         let node = &mut nodes[i];
         if node.mode & mode::S_IFMT == mode::S_IFREG
@@ -355,18 +352,19 @@ pub fn prepare(
                 None => Cow::Borrowed(&[]),
             };
             let budget = &mut budgets[i];
-            let r = set_xattr(&mut node.xattrs, budget, XATTR_METACOPY, value);
-            if let (Some(p), Ok(())) = (inode.payload.as_deref(), &r)
-                && !p.is_empty()
-            {
-                let mut v = Vec::with_capacity(1 + p.len());
-                v.push(b'/');
-                v.extend_from_slice(p);
-                let r2 = set_xattr(&mut node.xattrs, budget, XATTR_REDIRECT, Cow::Owned(v));
-                r2.map_err(|r| fail(&nodes, r))?;
-            } else {
-                r.map_err(|r| fail(&nodes, r))?;
-            }
+            let added =
+                set_xattr(&mut node.xattrs, budget, XATTR_METACOPY, value).and_then(
+                    |()| match inode.payload.as_deref() {
+                        Some(p) if !p.is_empty() => {
+                            let mut v = Vec::with_capacity(1 + p.len());
+                            v.push(b'/');
+                            v.extend_from_slice(p);
+                            set_xattr(&mut node.xattrs, budget, XATTR_REDIRECT, Cow::Owned(v))
+                        }
+                        _ => Ok(()),
+                    },
+                );
+            added.map_err(|r| fail(&nodes, r))?;
         }
         let node = &mut nodes[i];
         if is_whiteout(node.mode, node.rdev) {
@@ -398,9 +396,9 @@ pub fn prepare(
         XATTR_OPAQUE,
         Cow::Borrowed(b"y"),
     )
-    .map_err(|reason| WriteError::Invalid {
+    .map_err(|rule| WriteError::Invalid {
         path: "/".into(),
-        reason,
+        rule,
     })?;
     drop(budgets);
 
@@ -472,23 +470,23 @@ fn source_node<'a>(
     parent: u32,
 ) -> Result<Node<'a>, WriteError> {
     let inode = &tree.inodes[id];
-    let invalid = |reason| WriteError::Invalid {
-        path: format!("(inode {id}) {}", String::from_utf8_lossy(name)),
-        reason,
+    let invalid = |rule| WriteError::Invalid {
+        path: format!("(inode {id}) {}", name.escape_ascii()),
+        rule,
     };
-    let ft = ftype(inode.mode).ok_or_else(|| invalid("mode has no valid file type"))?;
+    let ft = ftype(inode.mode).ok_or_else(|| invalid(TreeRule::InvalidMode))?;
     let mut xattrs = Vec::with_capacity(inode.xattrs.len());
     let mut size_budget = 0usize;
     for x in &inode.xattrs {
         if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME_LEN || x.name.contains(&0) {
-            return Err(invalid("xattr name empty, over 255 bytes or with NUL"));
+            return Err(invalid(TreeRule::InvalidXattrName));
         }
         if x.value.len() > MAX_XATTR_VALUE_LEN {
-            return Err(invalid("xattr value over 65535 bytes"));
+            return Err(invalid(TreeRule::XattrValueTooLarge));
         }
         size_budget += 7 + x.name.len() + x.value.len();
         if xattrs.iter().any(|y: &NodeXattr| *y.name == *x.name) {
-            return Err(invalid("duplicate xattr name"));
+            return Err(invalid(TreeRule::DuplicateXattr));
         }
         let name: Cow<[u8]> = match x.name.strip_prefix(OVERLAY_PREFIX) {
             Some(rest) => {
@@ -504,7 +502,7 @@ fn source_node<'a>(
         });
     }
     if !inode.xattrs.is_empty() && 12 + size_budget > MAX_XATTRS_SIZE {
-        return Err(invalid("xattrs exceed the per-inode limit"));
+        return Err(invalid(TreeRule::XattrsTooLarge));
     }
     let mut size = inode.size;
     let data = match ft {
@@ -512,7 +510,7 @@ fn source_node<'a>(
         FileType::Symlink => {
             let target = inode.payload.as_deref().unwrap_or_default();
             if target.is_empty() || target.len() > MAX_PAYLOAD_LEN || target.contains(&0) {
-                return Err(invalid("symlink target empty, too long or with NUL"));
+                return Err(invalid(TreeRule::InvalidSymlinkTarget));
             }
             size = target.len() as u64;
             Data::Symlink(target)
@@ -520,10 +518,10 @@ fn source_node<'a>(
         FileType::Regular => match inode.inline.as_deref() {
             Some(content) if !content.is_empty() => {
                 if content.len() as u64 != inode.size {
-                    return Err(invalid("inline content length differs from size"));
+                    return Err(invalid(TreeRule::InlineSizeMismatch));
                 }
                 if content.len() > MAX_INLINE_LEN {
-                    return Err(invalid("inline content over 5000 bytes"));
+                    return Err(invalid(TreeRule::InlineTooLarge));
                 }
                 Data::Inline(content)
             }
@@ -531,7 +529,7 @@ fn source_node<'a>(
             _ => {
                 let chunks = chunk_count(inode.size);
                 if chunks > MAX_CHUNKS {
-                    return Err(invalid("file too big for a composefs external file"));
+                    return Err(invalid(TreeRule::FileTooBig));
                 }
                 Data::External {
                     chunks,
