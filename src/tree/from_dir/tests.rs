@@ -208,6 +208,44 @@ fn hardlinks_folded_on_request() {
             ("/dir/sub/big".to_string(), true)
         ]
     );
+
+    // The C reader sees one inode with three names, listed as hard links of the first.
+    let image = image_bytes(&tree, &WriteOptions::default()).unwrap();
+    let Some(dump) = composefs_info_dump(&image) else {
+        return;
+    };
+    let lines: Vec<&str> = dump.lines().filter(|l| l.contains("big")).collect();
+    assert!(lines[0].starts_with("/big-link 12388 100644 3 "), "{dump}");
+    for (line, name) in lines[1..3].iter().zip(["/dir/big-link2", "/dir/sub/big"]) {
+        assert!(
+            line.starts_with(&format!("{name} 12388 @100644 3 ")),
+            "{dump}"
+        );
+        assert!(line.contains(" /big-link - "), "{dump}");
+    }
+}
+
+/// `composefs-info dump` of an image, when the C tool is installed.
+fn composefs_info_dump(image: &[u8]) -> Option<String> {
+    let bin = Path::new("/opt/composefs-c/bin/composefs-info");
+    if !bin.exists() {
+        eprintln!("note: {} missing, dump check skipped", bin.display());
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("img"), image).unwrap();
+    let out = Command::new(bin)
+        .env("LD_LIBRARY_PATH", "/opt/composefs-c/lib/x86_64-linux-gnu")
+        .arg("dump")
+        .arg(tmp.path().join("img"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
 }
 
 #[test]
