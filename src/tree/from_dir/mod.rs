@@ -170,6 +170,15 @@ pub fn read_dir(
         if report.hardlinks > 0 {
             mark_primary_links(&mut tree);
         }
+        tracing::debug!(
+            path = %path.display(),
+            inodes = tree.inodes.len(),
+            external = report.external_files,
+            hashed_bytes = report.hashed_bytes,
+            stored = report.objects_stored,
+            skipped = report.skipped.len(),
+            "read directory"
+        );
         Ok((tree, report))
     })
 }
