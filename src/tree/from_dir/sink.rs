@@ -20,6 +20,9 @@ pub trait ContentSink: Sync {
     /// True when content with this digest is already stored (then nothing is written).
     fn contains(&self, digest: &Digest) -> bool;
     /// Store the content of `file` (already hashed to `digest`, `size` bytes).
+    ///
+    /// The file position is unspecified: read with explicit offsets (`pread`,
+    /// `copy_file_range` with offsets), from 0 to `size`.
     fn store(&self, file: &File, size: u64, digest: &Digest) -> Result<()>;
 }
 
