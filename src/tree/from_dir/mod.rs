@@ -18,7 +18,7 @@
 //!   [`ScanOptions::skip_sockets`] drops them (warned and counted).
 //!
 //! Metadata is read on the calling thread; file contents are hashed (and handed to a
-//! [`ContentSink`]) on a pool of worker threads, see [`hash`].
+//! [`ContentSink`]) on a pool of worker threads (`hash.rs`).
 
 mod hash;
 mod sink;
