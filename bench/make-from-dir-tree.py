@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Writes a tree like the one the from_dir throughput figures were measured on (same
 sizes and layout): 50,000 files in 2,250 directories, 1.5 GB, log-normal sizes (about
-1,000 of them inline-sized), content
-sliced from 64 MiB of random bytes.
+1,000 of them inline-sized), content sliced from 64 MiB of random bytes.
 
     python3 bench/make-from-dir-tree.py /dev/shm/fromdir-bench
     cargo run --release --example scan_throughput -- /dev/shm/fromdir-bench
