@@ -18,7 +18,7 @@
 //!   [`ScanOptions::skip_sockets`] drops them (warned and counted).
 //!
 //! Metadata is read on the calling thread; file contents are hashed (and handed to a
-//! [`ContentSink`]) on a pool of worker threads, see [`hash`].
+//! [`ContentSink`]) on a pool of worker threads (`hash.rs`).
 
 mod hash;
 mod sink;
@@ -27,13 +27,14 @@ mod tests;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use rustix::fs::{AtFlags, CWD, FileType as DirentType, Mode, OFlags, Stat};
+use rustix::fs::{Advice, AtFlags, CWD, FileType as DirentType, Mode, OFlags, Stat};
 
 use super::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode};
 use crate::fsverity::Algorithm;
@@ -72,7 +73,9 @@ pub struct ScanOptions {
     pub skip_sockets: bool,
     /// fs-verity hash algorithm of the digests (mkcomposefs: always SHA-256).
     pub algorithm: Algorithm,
-    /// Hashing threads; 0 means `std::thread::available_parallelism()`.
+    /// Hashing threads; 0 means twice `std::thread::available_parallelism()` (at most
+    /// 64): the extra threads overlap disk reads of uncached trees, and cost no measurable
+    /// CPU time on cached ones.
     pub threads: usize,
 }
 
@@ -130,7 +133,7 @@ pub fn read_dir(
     )
     .with_context(|| format!("opening directory {}", path.display()))?;
     let threads = match opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(MAX_THREADS),
         n => n,
     };
     let abort = AtomicBool::new(false);
@@ -167,9 +170,21 @@ pub fn read_dir(
         if report.hardlinks > 0 {
             mark_primary_links(&mut tree);
         }
+        tracing::debug!(
+            path = %path.display(),
+            inodes = tree.inodes.len(),
+            external = report.external_files,
+            hashed_bytes = report.hashed_bytes,
+            stored = report.objects_stored,
+            skipped = report.skipped.len(),
+            "read directory"
+        );
         Ok((tree, report))
     })
 }
+
+/// Upper bound of the default thread count.
+const MAX_THREADS: usize = 64;
 
 /// Room for the largest xattr name list and value Linux allows (`XATTR_LIST_MAX`,
 /// `XATTR_SIZE_MAX` in `include/uapi/linux/limits.h`), so one call always suffices.
@@ -339,6 +354,10 @@ impl Scanner<'_, '_> {
         let id = self.tree.add_inode(inode);
         self.remember_link(st, id);
         if let Some(fd) = job {
+            // Start reading it from disk now, while the workers are busy with earlier
+            // files (measured on a cold ext4 tree: a quarter to a third faster; no cost
+            // on cached data). Only advice: failure changes nothing.
+            let _ = rustix::fs::fadvise(&fd, 0, NonZeroU64::new(size), Advice::WillNeed);
             self.pool.submit(hash::Job {
                 inode: id,
                 file: fd.into(),

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
@@ -19,6 +20,9 @@ pub trait ContentSink: Sync {
     /// True when content with this digest is already stored (then nothing is written).
     fn contains(&self, digest: &Digest) -> bool;
     /// Store the content of `file` (already hashed to `digest`, `size` bytes).
+    ///
+    /// The file position is unspecified: read with explicit offsets (`pread`,
+    /// `copy_file_range` with offsets), from 0 to `size`.
     fn store(&self, file: &File, size: u64, digest: &Digest) -> Result<()>;
 }
 
@@ -37,6 +41,8 @@ pub struct DigestStoreDir {
     /// Sync each object before publishing it (mkcomposefs does).
     sync: bool,
     tmp_counter: AtomicU64,
+    /// Open `00`..`ff` directories, by first digest byte.
+    fanouts: Box<[OnceLock<OwnedFd>]>,
 }
 
 /// Mode of stored objects: readable by all, as mkcomposefs sets it.
@@ -61,6 +67,7 @@ impl DigestStoreDir {
             path: path.to_owned(),
             sync: true,
             tmp_counter: AtomicU64::new(0),
+            fanouts: (0..256).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -75,9 +82,15 @@ impl DigestStoreDir {
         &self.path
     }
 
-    pub(super) fn fanout_dir(&self, digest: &Digest) -> Result<(OwnedFd, String)> {
+    /// The open `XX` directory for `digest` (created on first use, then kept open) and the
+    /// object's name inside it.
+    pub(super) fn fanout_dir(&self, digest: &Digest) -> Result<(&OwnedFd, String)> {
         let object = digest.object_path();
-        let (fanout, _) = object.split_at(2);
+        let (fanout, name) = (&object[..2], &object[3..]);
+        let slot = &self.fanouts[usize::from(digest.as_bytes()[0])];
+        if let Some(fd) = slot.get() {
+            return Ok((fd, name.to_string()));
+        }
         match rustix::fs::mkdirat(&self.dir, fanout, Mode::from_raw_mode(DIR_MODE)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => {
@@ -92,7 +105,8 @@ impl DigestStoreDir {
             Mode::empty(),
         )
         .with_context(|| format!("opening {}", self.path.join(fanout).display()))?;
-        Ok((fd, object[3..].to_string()))
+        // Another thread may have won the race; its fd is as good as ours.
+        Ok((slot.get_or_init(|| fd), name.to_string()))
     }
 }
 
@@ -107,7 +121,7 @@ impl ContentSink for DigestStoreDir {
         let dest = || self.path.join(digest.object_path());
         let mode = Mode::from_raw_mode(OBJECT_MODE);
         match rustix::fs::openat(
-            &fanout,
+            fanout,
             ".",
             OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
             mode,
@@ -115,17 +129,17 @@ impl ContentSink for DigestStoreDir {
             Ok(tmp) => {
                 self.fill(&tmp, file, size)
                     .with_context(|| format!("writing {}", dest().display()))?;
-                // Linking an O_TMPFILE through /proc needs no CAP_DAC_READ_SEARCH, unlike
-                // AT_EMPTY_PATH.
+                // Through /proc: AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH (and measured
+                // no faster).
                 let proc_path = format!("/proc/self/fd/{}", tmp.as_raw_fd());
-                match rustix::fs::linkat(CWD, &proc_path, &fanout, &name, AtFlags::SYMLINK_FOLLOW) {
+                match rustix::fs::linkat(CWD, &proc_path, fanout, &name, AtFlags::SYMLINK_FOLLOW) {
                     // Another writer stored the same content first: same bytes.
                     Ok(()) | Err(Errno::EXIST) => Ok(()),
                     Err(e) => Err(e).with_context(|| format!("linking {}", dest().display())),
                 }
             }
             Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => self
-                .store_via_rename(&fanout, &name, file, size)
+                .store_via_rename(fanout, &name, file, size)
                 .with_context(|| format!("writing {}", dest().display())),
             Err(e) => Err(e).with_context(|| format!("creating {}", dest().display())),
         }

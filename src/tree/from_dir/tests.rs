@@ -1,4 +1,6 @@
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
@@ -208,6 +210,44 @@ fn hardlinks_folded_on_request() {
             ("/dir/sub/big".to_string(), true)
         ]
     );
+
+    // The C reader sees one inode with three names, listed as hard links of the first.
+    let image = image_bytes(&tree, &WriteOptions::default()).unwrap();
+    let Some(dump) = composefs_info_dump(&image) else {
+        return;
+    };
+    let lines: Vec<&str> = dump.lines().filter(|l| l.contains("big")).collect();
+    assert!(lines[0].starts_with("/big-link 12388 100644 3 "), "{dump}");
+    for (line, name) in lines[1..3].iter().zip(["/dir/big-link2", "/dir/sub/big"]) {
+        assert!(
+            line.starts_with(&format!("{name} 12388 @100644 3 ")),
+            "{dump}"
+        );
+        assert!(line.contains(" /big-link - "), "{dump}");
+    }
+}
+
+/// `composefs-info dump` of an image, when the C tool is installed.
+fn composefs_info_dump(image: &[u8]) -> Option<String> {
+    let bin = Path::new("/opt/composefs-c/bin/composefs-info");
+    if !bin.exists() {
+        eprintln!("note: {} missing, dump check skipped", bin.display());
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("img"), image).unwrap();
+    let out = Command::new(bin)
+        .env("LD_LIBRARY_PATH", "/opt/composefs-c/lib/x86_64-linux-gnu")
+        .arg("dump")
+        .arg(tmp.path().join("img"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
 }
 
 #[test]
@@ -377,7 +417,7 @@ fn digest_store_fallback_copy_and_rename() {
     let (fanout, name) = store.fanout_dir(&d).unwrap();
     let file = fs::File::open(tmp.path().join("f")).unwrap();
     store
-        .store_via_rename(&fanout, &name, &file, 70_000)
+        .store_via_rename(fanout, &name, &file, 70_000)
         .unwrap();
     assert_eq!(
         fs::read(tmp.path().join("s").join(d.object_path())).unwrap(),
@@ -478,5 +518,92 @@ fn fsverity_digest_file_matches_in_memory() {
         // A read buffer that is not a multiple of the block size exercises partial blocks.
         let d = hash::digest_file(&file, len as u64, Algorithm::Sha512, &mut buf).unwrap();
         assert_eq!(d, digest_bytes(Algorithm::Sha512, &data), "len {len}");
+    }
+}
+
+/// xorshift64*: small and deterministic, enough to vary test trees.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// Fills `dir` with a random tree: names of every byte but `/` and NUL, sizes around the
+/// inline and block boundaries, xattrs (with overlay ones when root), symlinks, fifos,
+/// nested directories, odd modes and mtimes.
+fn random_tree(rng: &mut Rng, dir: &Path, depth: u32) {
+    let entries = rng.below(12);
+    for i in 0..entries {
+        let mut name: Vec<u8> = format!("{i}-").into_bytes();
+        for _ in 0..rng.below(20) {
+            let b = 1 + rng.below(255) as u8;
+            if b != b'/' {
+                name.push(b);
+            }
+        }
+        let path = dir.join(OsStr::from_bytes(&name));
+        match rng.below(10) {
+            0..=4 => {
+                let size = match rng.below(6) {
+                    0 => rng.below(3),
+                    1 => 62 + rng.below(5),
+                    2 => 4094 + rng.below(5),
+                    _ => rng.below(200_000),
+                };
+                fs::write(&path, pattern(size as usize)).unwrap();
+                let mode = [0o644, 0o600, 0o755, 0o4755, 0o1777][rng.below(5) as usize];
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            }
+            5 | 6 if depth < 3 => {
+                fs::create_dir(&path).unwrap();
+                random_tree(rng, &path, depth + 1);
+            }
+            7 => symlink(OsStr::from_bytes(&name[..name.len().min(9)]), &path).unwrap(),
+            _ => rustix::fs::mknodat(CWD, &path, NodeType::Fifo, Mode::from_raw_mode(0o644), 0)
+                .unwrap(),
+        }
+        let meta = fs::symlink_metadata(&path).unwrap();
+        // The kernel allows user.* only on regular files and directories.
+        if meta.is_file() || meta.is_dir() {
+            for x in 0..rng.below(3) {
+                let value = pattern(rng.below(300) as usize);
+                setx(&path, &format!("user.x{x}"), &value);
+            }
+        }
+        if is_root() && rng.below(3) == 0 {
+            let name = [
+                "trusted.overlay.opaque",
+                "trusted.overlay.foo",
+                "trusted.other",
+            ][rng.below(3) as usize];
+            setx(&path, name, b"y");
+        }
+        set_mtime(
+            &path,
+            rng.below(2_000_000_000) as i64,
+            rng.below(1_000_000_000) as i64,
+        );
+    }
+}
+
+#[test]
+fn random_trees_same_image_as_mkcomposefs() {
+    if mkcomposefs().is_none() {
+        return;
+    }
+    let cases: u64 = std::env::var("CFS_FROM_DIR_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    for seed in 1..=cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        random_tree(&mut rng, tmp.path(), 0);
+        assert_same_image_as_c(tmp.path(), seed % 2 == 0, false);
     }
 }
