@@ -341,3 +341,90 @@ fn gc_removes_stale_temporary_files_only() {
     );
     assert!(fx.fsck(false).status.success());
 }
+
+#[test]
+fn object_lists_keep_oci_style_metadata_and_layer_images() {
+    let fx = Fixture::new();
+    let layer = fx.image("layer", &[("f", blob(10000, 9))], None);
+    let layer_files = fx.content_objects(&layer);
+    let repo = fx.open();
+    let manifest = repo.write_object(b"{\"schemaVersion\": 2}").unwrap();
+    let config = repo.write_object(b"{\"architecture\": \"amd64\"}").unwrap();
+    let stale = repo.write_object(b"{\"old\": \"manifest\"}").unwrap();
+    let tag = repo.write_object_list(&[manifest, config, layer]).unwrap();
+    repo.set_ref("oci/example/latest", &tag).unwrap();
+    drop(repo);
+
+    let report = fx.gc_json(&[]);
+    assert_eq!(report["objects_removed"], 1, "only the stale manifest");
+    assert_eq!(report["images_pruned"], 0);
+    for o in [tag, manifest, config, layer] {
+        assert!(fx.repo.join(o.object_path_in_repo()).is_file());
+    }
+    assert!(fx.repo.join(&layer_files[0]).is_file());
+    assert!(!fx.repo.join(stale.object_path_in_repo()).exists());
+    assert!(fx.fsck(false).status.success());
+
+    // Untagging makes everything only the tag kept garbage.
+    fx.open().remove_ref("oci/example/latest").unwrap();
+    let report = fx.gc_json(&[]);
+    assert_eq!(report["objects_removed"], 5);
+    assert_eq!(report["images_pruned"], 1);
+    assert_eq!(object_files(&fx.repo), Vec::<PathBuf>::new());
+}
+
+/// Regular files under `objects/`.
+fn object_files(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for xx in std::fs::read_dir(repo.join("objects")).unwrap() {
+        let xx = xx.unwrap().path();
+        if xx.is_dir() {
+            out.extend(std::fs::read_dir(&xx).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.push(xx);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_unreadable_image_stops_gc_and_fsck_names_it() {
+    let fx = Fixture::new();
+    let garbage = fx.open().write_object(b"garbage").unwrap();
+    // The composefs magic, then nonsense: an image whose references cannot be known.
+    let mut bytes = 0xd078_629a_u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[0x55; 5000]);
+    let broken = fx.open().write_object(&bytes).unwrap();
+    fx.open().set_ref("broken", &broken).unwrap();
+
+    let out = cfsctl(&["gc", "--repo", s(&fx.repo)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to collect"), "{err}");
+    assert!(err.contains(&broken.object_path_in_repo()), "{err}");
+    assert!(
+        fx.repo.join(garbage.object_path_in_repo()).exists(),
+        "nothing removed"
+    );
+
+    // Also: an images/ entry that is no link of ours, and a stray file in objects/.
+    std::fs::write(fx.repo.join("images/junk"), b"").unwrap();
+    std::fs::write(fx.repo.join("objects/stray"), b"").unwrap();
+    let out = fx.fsck(true);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<_> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["kind"].as_str().unwrap(), p["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("bad-image-link", "images/junk"),
+            ("broken-image", broken.object_path_in_repo().as_str()),
+            ("unexpected-file", "objects/stray"),
+        ]
+    );
+}

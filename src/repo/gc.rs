@@ -86,7 +86,7 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Refs (roots) walked.
     pub roots: u64,
-    /// Objects kept because a root reaches them.
+    /// Stored objects kept because a root reaches them.
     pub objects_live: u64,
     /// Objects removed.
     pub objects_removed: u64,
@@ -279,7 +279,6 @@ impl Repository {
             ..GcReport::default()
         };
         let live = self.mark(&mut report)?;
-        report.objects_live = live.len() as u64;
         let mut sweep = Sweep {
             repo: self,
             dry_run: opts.dry_run,
@@ -466,7 +465,11 @@ impl Sweep<'_> {
                     continue;
                 }
                 let path = format!("{xx}/{rest}");
-                if object_path_digest(self.repo, &path).is_none() || live.contains(&path) {
+                if object_path_digest(self.repo, &path).is_none() {
+                    continue;
+                }
+                if live.contains(&path) {
+                    self.report.objects_live += 1;
                     continue;
                 }
                 let size = match rustix::fs::statat(&dir, rest.as_str(), AtFlags::SYMLINK_NOFOLLOW)
