@@ -495,7 +495,8 @@ pub(super) fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Names and types in `dir` (`rel` inside the repository, for messages), without `.`/`..`.
+/// Names and types in `dir` (`rel` inside the repository, for messages), without `.`/`..`;
+/// a type `d_type` leaves unknown is looked up.
 pub(super) fn read_dir_names(
     dir: &OwnedFd,
     repo: &Repository,
@@ -506,9 +507,17 @@ pub(super) fn read_dir_names(
         for entry in rustix::fs::Dir::read_from(dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                out.push((name, entry.file_type()));
+            if name == "." || name == ".." {
+                continue;
             }
+            let mut ty = entry.file_type();
+            // Some filesystems leave d_type unknown; a missed directory would hide refs.
+            if ty == FileType::Unknown {
+                ty = FileType::from_raw_mode(
+                    rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+                );
+            }
+            out.push((name, ty));
         }
         Ok(())
     };
