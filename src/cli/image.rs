@@ -103,6 +103,10 @@ pub struct CreateImage {
     /// Store file contents and the image in this repository (`images/<digest>`).
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
+    /// Also point this ref (e.g. `local/myimage`) at the image: refs are what `cfsctl gc`
+    /// keeps, an image without one is collected.
+    #[arg(long = "ref", value_name = "NAME", requires = "repo")]
+    ref_name: Option<String>,
     /// Print the image's fs-verity digest.
     #[arg(long)]
     print_digest: bool,
@@ -115,6 +119,9 @@ pub struct CreateImage {
 
 impl CreateImage {
     pub fn run(self) -> Result<()> {
+        if let Some(name) = &self.ref_name {
+            crate::repo::validate_ref_name(name)?;
+        }
         let repo = self.repo.as_deref().map(Repository::open).transpose()?;
         if self.image.is_none() && repo.is_none() && !self.print_digest_only {
             bail!("no IMAGE given: name an output file, or use --repo or --print-digest-only");
@@ -153,6 +160,9 @@ impl CreateImage {
             }
             let stored = repo.write_image(&bytes)?;
             debug_assert_eq!(stored, digest);
+            if let Some(name) = &self.ref_name {
+                repo.set_ref(name, &stored)?;
+            }
             if let Some(report) = &loaded.report {
                 tracing::info!(
                     "{} external files: {} stored, {} already present",
