@@ -151,9 +151,10 @@ fn copy_dir_metadata(dst: &mut Inode, src: &Inode) {
 }
 
 /// A copy of `tree` holding only the inodes reachable from the root, numbered in depth-first
-/// name order. The first name of a non-directory in that order is its primary entry (the
+/// name order, xattrs sorted (as the image stores them). The first name of a non-directory in that order is its primary entry (the
 /// others are hardlinks, the rule `tree::from_dir` uses with hardlinks on); link counts are
-/// the number of names (non-directories) and 2 + subdirectories (directories).
+/// the number of names (non-directories) and 2 + subdirectories (directories);
+/// directory sizes are 0 (the writer computes them).
 pub fn compact(tree: &Tree) -> Tree {
     fn visit(
         src: &Tree,
@@ -168,6 +169,8 @@ pub fn compact(tree: &Tree) -> Tree {
                 let mut copy = inode.clone();
                 copy.entries.clear();
                 copy.nlink = 2;
+                copy.size = 0;
+                copy.xattrs.sort();
                 let id = out.add_inode(copy);
                 out.inodes[out_dir].nlink += 1;
                 (id, false)
@@ -177,6 +180,7 @@ pub fn compact(tree: &Tree) -> Tree {
             } else {
                 let mut copy = inode.clone();
                 copy.nlink = 1;
+                copy.xattrs.sort();
                 let id = out.add_inode(copy);
                 map[entry.inode] = Some(id);
                 (id, false)
@@ -196,6 +200,8 @@ pub fn compact(tree: &Tree) -> Tree {
     let mut root = tree.inodes[ROOT].clone();
     root.entries.clear();
     root.nlink = 2;
+    root.size = 0;
+    root.xattrs.sort();
     let mut out = Tree { inodes: vec![root] };
     let mut map = vec![None; tree.inodes.len()];
     visit(tree, ROOT, &mut out, ROOT, &mut map);
