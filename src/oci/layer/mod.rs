@@ -326,7 +326,7 @@ impl Importer<'_> {
             inode.xattrs.clear();
             inode.rdev = 0;
             let dir = self.dir_at(parent, &raw_path)?;
-            self.link(dir, name, Node::Inode(inode), &raw_path);
+            self.link(dir, name, Node::Inode(inode));
             return Ok(());
         }
 
@@ -444,7 +444,7 @@ impl Importer<'_> {
             };
         };
         let dir = self.dir_at(parent, &raw_path)?;
-        self.link(dir, name, node, &raw_path);
+        self.link(dir, name, node);
         Ok(())
     }
 
@@ -634,7 +634,7 @@ impl Importer<'_> {
     }
 
     /// Names `node` `name` in `dir`, with tar extraction's rules for an existing name.
-    fn link(&mut self, dir: InodeId, name: &[u8], node: Node, _entry: &[u8]) {
+    fn link(&mut self, dir: InodeId, name: &[u8], node: Node) {
         let existing = self.tree.inodes[dir].entries.get(name).map(|e| e.inode);
         match node {
             Node::Hardlink(target) => {
