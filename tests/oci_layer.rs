@@ -799,6 +799,20 @@ fn adversarial_layers_are_refused_by_entry() {
             "x",
             "70000-byte value",
         ),
+        (
+            Tar::default()
+                .entry(
+                    "y",
+                    EntryType::Regular,
+                    0o644,
+                    b"",
+                    "",
+                    &[(b"SCHILY.xattr.security.selinux", &vec![b'v'; 40_000])],
+                )
+                .finish(),
+            "y",
+            "at most 32767 per inode",
+        ),
         (gnu_sparse(), "s", "sparse"),
         (
             Tar::default()

@@ -36,6 +36,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 
 use self::guard::HeaderGuard;
+use crate::dumpfile::parse::MAX_XATTRS_SIZE;
 use crate::oci::merge::compact;
 use crate::oci::stream::{LimitedReader, drain, unwrap_io};
 use crate::repo::Repository;
@@ -507,6 +508,24 @@ impl Importer<'_> {
             } else if key.starts_with(b"GNU.sparse.") {
                 out.sparse = true;
             }
+        }
+        // mkcomposefs's per-inode budget (`LCFS_INODE_EXTERNAL_XATTR_MAX`): 12 bytes of
+        // header, 7 + name + value per xattr. The writer refuses more, so refuse it here,
+        // naming the entry.
+        let budget: usize = 12
+            + out
+                .xattrs
+                .iter()
+                .map(|x| 7 + x.name.len() + x.value.len())
+                .sum::<usize>();
+        if !out.xattrs.is_empty() && budget > MAX_XATTRS_SIZE {
+            return Err(self.bad(
+                path,
+                format!(
+                    "xattrs take {budget} bytes; composefs images hold at most {MAX_XATTRS_SIZE} \
+                     per inode"
+                ),
+            ));
         }
         self.charge(charge)?;
         Ok(out)
