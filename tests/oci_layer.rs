@@ -12,7 +12,7 @@ use cfsctl::oci::layer::{
     ImportOptions, LayerError, LayerTree, Limits, import_layer, load_layer, store_layer,
 };
 use cfsctl::oci::merge::{CanonicalOptions, MergeError, canonicalize, merge_layers};
-use cfsctl::oci::stream::{StreamError, VerifyingReader, decompress, media_type, stream_error};
+use cfsctl::oci::stream::{StreamError, decompress, layer_stream, media_type, stream_error};
 use cfsctl::repo::Repository;
 use cfsctl::tree::{FileType, Tree, mode};
 use sha2::Digest as _;
@@ -523,9 +523,7 @@ fn pull_layer(
     blob_digest: &str,
     diff_id: &str,
 ) -> anyhow::Result<LayerTree> {
-    let verified = VerifyingReader::new(blob, blob_digest, format!("blob {blob_digest}"))?;
-    let tar = decompress(media, verified)?;
-    let tar = VerifyingReader::new(tar, diff_id, format!("layer {diff_id}"))?;
+    let tar = layer_stream(blob, media, blob_digest, diff_id)?;
     import_layer(tar, repo, &opts(diff_id))
 }
 
