@@ -25,6 +25,9 @@ mod fsck;
 mod gc;
 mod images;
 mod objects;
+mod stream;
+
+pub use stream::StreamObjectError;
 
 pub use fsck::{FsckKind, FsckOptions, FsckProblem, FsckReport};
 pub use gc::{
