@@ -1,7 +1,18 @@
-//! OCI images: references and transports, pulling into the repository, sealing.
+//! OCI images: references and transports, layer blobs in, merged canonical trees out,
+//! pulling into the repository, sealing.
 //!
-//! Conventions (labels, annotations, canonicalization): `docs/oci-conventions.md`.
+//! - [`reference`], [`source`]: `oci:` layouts natively, other transports through skopeo;
+//! - [`stream`]: digest-verified, decompressed, size-capped blob streams;
+//! - [`layer`]: one layer's tar -> objects in the repository + a layer tree (kept in the
+//!   repository as a composefs image, so images can be re-merged without fetching);
+//! - [`merge`]: layer trees -> one image tree (whiteouts, opaque directories, hardlinks) and
+//!   the canonicalization rules of `docs/oci-conventions.md`;
+//! - [`pull`], [`record`]: the pull orchestration and what the repository remembers;
+//! - [`seal`]: publishing the composefs digests in an image.
 
 pub mod error;
+pub mod layer;
+pub mod merge;
 pub mod reference;
 pub mod source;
+pub mod stream;

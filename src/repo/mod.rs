@@ -23,6 +23,9 @@
 
 mod images;
 mod objects;
+mod stream;
+
+pub use stream::StreamObjectError;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
