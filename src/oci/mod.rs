@@ -13,6 +13,9 @@
 pub mod error;
 pub mod layer;
 pub mod merge;
+pub mod pull;
+pub mod record;
 pub mod reference;
+pub mod seal;
 pub mod source;
 pub mod stream;
