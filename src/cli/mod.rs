@@ -2,6 +2,7 @@
 //! its own beyond choosing defaults.
 
 mod image;
+mod oci;
 mod repo;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
     Init(repo::Init),
     /// Mount an image (a file, or a digest or ref in the repository) read-only.
     Mount(repo::Mount),
+    /// OCI container images: pull, list, inspect, mount, compute-id, seal.
+    Oci(oci::Oci),
 }
 
 /// Entry point of the `cfsctl` binary.
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Dump(c) => c.run(),
         Command::Init(c) => c.run(),
         Command::Mount(c) => c.run(),
+        Command::Oci(c) => c.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

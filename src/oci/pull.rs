@@ -77,7 +77,7 @@ pub struct PullResult {
     /// What the repository now knows about the image.
     pub record: ImageRecord,
     /// The merged image's digest.
-    #[serde(skip)]
+    #[serde(serialize_with = "hex_digest")]
     pub image_digest: Digest,
     /// True when the tag already named this manifest and nothing was fetched.
     pub up_to_date: bool,
@@ -89,6 +89,10 @@ pub struct PullResult {
     pub bytes_fetched: u64,
     /// Objects new in the repository after the pull.
     pub objects_written: u64,
+}
+
+fn hex_digest<S: serde::Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.to_hex())
 }
 
 /// Pulls `reference` into `repo`.

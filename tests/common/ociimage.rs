@@ -66,7 +66,7 @@ pub fn deb_tars(packages: &[&str]) -> Option<Vec<Vec<u8>>> {
             Some(p) => p,
             None => {
                 let ok = Command::new("apt-get")
-                    .args(["download", "-qq", pkg])
+                    .args(["download", "-qq", "-o", "APT::Sandbox::User=root", pkg])
                     .current_dir(&cache)
                     .status()
                     .is_ok_and(|s| s.success());

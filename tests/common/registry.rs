@@ -50,7 +50,8 @@ impl Registry {
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // Its log (every 404 a push probes for is an "error") stays in the temp dir.
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
             .spawn()
             .expect("starting docker-registry");
         let backend = format!("127.0.0.1:{port}");
@@ -87,6 +88,11 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("docker-registry did not answer /v2/ on {backend}");
+    }
+
+    /// The registry's storage directory (for tampering tests).
+    pub fn storage(&self) -> std::path::PathBuf {
+        self._dir.path().join("storage")
     }
 
     /// `docker://ADDR/name`.
