@@ -411,3 +411,112 @@ fn damaged_blob_in_the_registry_is_refused() {
     assert!(msg.contains(digest.as_str()), "{msg}");
     assert!(tags(&repo).is_empty());
 }
+
+#[test]
+fn docker_schema2_manifest_and_multi_platform_index() {
+    let Some(debs) = ociimage::deb_tars(&["hello"]) else {
+        return;
+    };
+    if !skopeo_present() {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("layout");
+    let layers = [
+        Layer::new(debs[0].clone(), Compression::Gzip),
+        Layer::new(ociimage::whiteout_tar(1), Compression::Gzip),
+    ];
+    let w = ociimage::write_layout(&dir, "v1", &layers, &BTreeMap::new());
+    let (_a, repo) = new_repo();
+    let oci = pull(&repo, &oci_ref(&dir, "v1"), &PullOptions::default()).unwrap();
+
+    // An index naming an arm64 image first and ours as linux/amd64, tagged "multi".
+    let manifest = ociimage::read_blob(&dir, &w.manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": format!("sha256:{}", "0".repeat(64)), "size": 1,
+             "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": w.manifest, "size": manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let index_digest = ociimage::sha256(&index);
+    std::fs::write(
+        dir.join("blobs/sha256")
+            .join(&index_digest["sha256:".len()..]),
+        &index,
+    )
+    .unwrap();
+    let mut top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    top["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index_digest, "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }));
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let (_b, repo_b) = new_repo();
+    let multi = pull(&repo_b, &oci_ref(&dir, "multi"), &PullOptions::default()).unwrap();
+    assert_eq!(multi.image_digest, oci.image_digest);
+    assert_eq!(multi.record.manifest_digest, w.manifest);
+
+    // Docker schema 2 in the registry (skopeo converts the manifest for us): same image.
+    let Some(reg) = Registry::start() else { return };
+    reg.push_with(&dir, "v1", "docker", &["--format", "v2s2"]);
+    let (_c, repo_c) = new_repo();
+    let r: ImageReference = format!("{}:v1", reg.url("docker")).parse().unwrap();
+    let docker = pull(&repo_c, &r, &insecure()).unwrap();
+    assert_eq!(docker.image_digest, oci.image_digest);
+    assert_ne!(docker.record.manifest_digest, w.manifest);
+}
+
+#[test]
+fn oci_mount_shows_the_merged_tree() {
+    if !common::can_mount() {
+        return;
+    }
+    let Some(img) = images() else { return };
+    let td = tempfile::tempdir().unwrap();
+    let repo_dir = td.path().join("repo");
+    Repository::init(&repo_dir, Algorithm::Sha256).unwrap();
+    let ok = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(common::cfsctl()
+        .args(["oci", "pull", "--tag", "deb", "--repo"])
+        .arg(&repo_dir)
+        .arg(format!("oci:{}:v1", img.dir.display())));
+    let mnt = td.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    ok(common::cfsctl()
+        .args(["oci", "mount", "--repo"])
+        .arg(&repo_dir)
+        .arg("deb")
+        .arg(&mnt));
+    let hello = std::fs::read_to_string(mnt.join("usr/bin/hello"));
+    let again = std::fs::read_to_string(mnt.join("usr/bin/hello-again"));
+    let copyright = mnt.join("usr/share/doc/hello/copyright").exists();
+    let bash_docs: Vec<_> = std::fs::read_dir(mnt.join("usr/share/doc/bash"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    let bash = mnt.join("bin/bash").exists();
+    cfsctl::mount::unmount(&mnt).unwrap();
+    assert_eq!(hello.unwrap(), "#!/bin/sh\necho replaced hello v1\n");
+    assert_eq!(again.unwrap(), "#!/bin/sh\necho replaced hello v1\n");
+    assert!(!copyright, "whiteout");
+    assert_eq!(bash_docs, vec![std::ffi::OsString::from("README.replaced")]);
+    assert!(bash);
+}

@@ -113,8 +113,14 @@ impl Registry {
 
     /// `skopeo copy oci:DIR:TAG docker://ADDR/NAME:TAG`.
     pub fn push(&self, layout: &Path, tag: &str, name: &str) {
+        self.push_with(layout, tag, name, &[]);
+    }
+
+    /// [`push`](Self::push) with extra `skopeo copy` arguments (`--format v2s2`).
+    pub fn push_with(&self, layout: &Path, tag: &str, name: &str, args: &[&str]) {
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(args)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("{}:{tag}", self.url(name)))
             .output()

@@ -43,6 +43,10 @@ pub struct FetchedManifest {
 pub trait ImageSource: Sync {
     /// The image manifest (for an index: the linux/amd64 entry), digest-checked.
     fn manifest(&self) -> Result<FetchedManifest>;
+    /// The config, checked against the manifest's config descriptor.
+    fn config(&self, manifest: &ImageManifest) -> Result<Vec<u8>> {
+        config_blob(self, manifest)
+    }
     /// Raw bytes of a blob, NOT verified: wrap them in a [`VerifyingReader`].
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
     /// Frees what the source holds (the skopeo process); errors here are worth reporting.
@@ -59,8 +63,13 @@ pub fn open(reference: &ImageReference, opts: &SourceOptions) -> Result<Box<dyn 
     })
 }
 
-/// The config blob, read whole (configs are small) and checked against its descriptor.
+/// The config, checked against its descriptor.
 pub fn fetch_config(source: &dyn ImageSource, manifest: &ImageManifest) -> Result<Vec<u8>> {
+    source.config(manifest)
+}
+
+/// The config blob, read whole (configs are small) and checked against its descriptor.
+fn config_blob<S: ImageSource + ?Sized>(source: &S, manifest: &ImageManifest) -> Result<Vec<u8>> {
     let desc = manifest.config();
     let what = format!("config {}", desc.digest());
     if desc.size() > MAX_JSON {

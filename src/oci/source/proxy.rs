@@ -10,10 +10,11 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
-use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageManifest};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
@@ -29,6 +30,9 @@ pub struct ProxySource {
     proxy: Arc<ImageProxy>,
     image: Arc<OpenedImage>,
     reference: String,
+    /// skopeo converted the manifest (Docker schema 2 -> OCI): the config it names is the
+    /// converted one, which only `GetFullConfig` gives.
+    converted: AtomicBool,
 }
 
 impl ProxySource {
@@ -57,6 +61,7 @@ impl ProxySource {
             proxy: Arc::new(proxy),
             image: Arc::new(image),
             reference: reference.to_string(),
+            converted: AtomicBool::new(false),
         })
     }
 }
@@ -69,27 +74,36 @@ impl ImageSource for ProxySource {
             .with_context(|| format!("{}: fetching the manifest", self.reference))?;
         let manifest: ImageManifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: parsing manifest {digest}", self.reference))?;
-        // skopeo converts Docker schema 2 manifests to OCI and then returns the digest of the
-        // original: only unconverted (OCI) bytes can be checked against it. skopeo itself
-        // checked the original against the digest it was fetched by.
-        let is_oci = manifest
-            .media_type()
-            .as_ref()
-            .is_none_or(|m| m == &MediaType::ImageManifest);
-        let actual = sha256_of(&bytes);
-        if is_oci && digest.starts_with("sha256:") && actual != digest {
-            return Err(crate::oci::error::OciError::BlobDigestMismatch {
-                what: format!("{}: manifest", self.reference),
-                expected: digest,
-                actual,
-            }
-            .into());
+        // The digest is skopeo's, of the raw manifest it received (and checked against the
+        // reference when that names a digest). skopeo converts Docker schema 2 manifests to
+        // OCI before handing them over, so the bytes here hash to it only when no conversion
+        // happened: no second check is possible. The config and every blob are checked by
+        // us against this manifest.
+        if sha256_of(&bytes) != digest {
+            tracing::debug!(
+                "{}: manifest {digest} converted to OCI by skopeo",
+                self.reference
+            );
+            self.converted.store(true, Ordering::Relaxed);
         }
         Ok(FetchedManifest {
             digest,
             bytes,
             manifest,
         })
+    }
+
+    fn config(&self, manifest: &ImageManifest) -> Result<Vec<u8>> {
+        if !self.converted.load(Ordering::Relaxed) {
+            return super::config_blob(self, manifest);
+        }
+        let desc = manifest.config();
+        let bytes = self
+            .rt
+            .block_on(self.proxy.fetch_config_raw(&self.image))
+            .with_context(|| format!("{}: fetching the config", self.reference))?;
+        super::verify_bytes(&format!("config {}", desc.digest()), desc.digest(), &bytes)?;
+        Ok(bytes)
     }
 
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
@@ -142,15 +156,21 @@ impl ImageSource for ProxySource {
         let ProxySource {
             rt, proxy, image, ..
         } = *self;
-        rt.block_on(async move {
-            proxy.close_image(&image).await?;
-            match Arc::try_unwrap(proxy) {
-                Ok(p) => p.finalize().await?,
-                Err(_) => tracing::debug!("skopeo proxy still referenced; not finalized"),
-            }
-            anyhow::Ok(())
-        })
-        .context("closing the skopeo proxy")
+        let result = rt
+            .block_on(async move {
+                proxy.close_image(&image).await?;
+                match Arc::try_unwrap(proxy) {
+                    Ok(p) => p.finalize().await?,
+                    // A blob task abandoned after an error still holds it; dropping the
+                    // runtime cancels that task, which closes the socket and ends skopeo.
+                    Err(_) => tracing::debug!("skopeo proxy still referenced; not finalized"),
+                }
+                anyhow::Ok(())
+            })
+            .context("closing the skopeo proxy");
+        // Do not wait forever for the thread reaping skopeo.
+        rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        result
     }
 }
 
