@@ -12,7 +12,7 @@ use cfsctl::oci::layer::{
     ImportOptions, LayerError, LayerTree, Limits, import_layer, load_layer, store_layer,
 };
 use cfsctl::oci::merge::{CanonicalOptions, MergeError, canonicalize, merge_layers};
-use cfsctl::oci::stream::{StreamError, VerifyingReader, decompress, media_type, stream_error};
+use cfsctl::oci::stream::{StreamError, decompress, layer_stream, media_type, stream_error};
 use cfsctl::repo::Repository;
 use cfsctl::tree::{FileType, Tree, mode};
 use sha2::Digest as _;
@@ -523,9 +523,7 @@ fn pull_layer(
     blob_digest: &str,
     diff_id: &str,
 ) -> anyhow::Result<LayerTree> {
-    let verified = VerifyingReader::new(blob, blob_digest, format!("blob {blob_digest}"))?;
-    let tar = decompress(media, verified)?;
-    let tar = VerifyingReader::new(tar, diff_id, format!("layer {diff_id}"))?;
+    let tar = layer_stream(blob, media, blob_digest, diff_id)?;
     import_layer(tar, repo, &opts(diff_id))
 }
 
@@ -632,6 +630,56 @@ fn decompression_bomb_is_capped() {
         layer_error(&err),
         LayerError::LimitExceeded { .. }
     ));
+    // A PAX header (read whole by the parser) over its cap, with an entry after it.
+    let huge = Tar::default()
+        .entry(
+            "p",
+            EntryType::Regular,
+            0o644,
+            b"",
+            "",
+            &[(b"comment", &vec![b'c'; 2 << 20])],
+        )
+        .file("after", b"a")
+        .finish();
+    let err = import_layer(&huge[..], &repo, &opts("sha256:pax")).unwrap_err();
+    assert!(
+        matches!(
+            layer_error(&err),
+            LayerError::LimitExceeded { layer, limit, .. } if layer == "sha256:pax" && *limit == 1 << 20
+        ),
+        "{err:#}"
+    );
+    // Under the cap, PAX size overrides are followed and the import succeeds.
+    let ok = Tar::default()
+        .entry(
+            "p",
+            EntryType::Regular,
+            0o644,
+            &big(9),
+            "",
+            &[
+                (b"comment", &vec![b'c'; 100_000]),
+                (b"size", BIG.to_string().as_bytes()),
+            ],
+        )
+        .file("after", b"a")
+        .finish();
+    // The ustar size field says 0: only the PAX record gives the size (files over 8 GiB).
+    let mut ok = ok;
+    let at = ok
+        .chunks(512)
+        .position(|b| b.starts_with(b"p\0") && b[156] == b'0')
+        .unwrap()
+        * 512;
+    let h = &mut ok[at..at + 512];
+    h[124..136].copy_from_slice(b"00000000000\0");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let layer = import_layer(&ok[..], &repo, &opts("sha256:ok")).unwrap();
+    assert_eq!(inode(&layer.tree, "/p").size, BIG as u64);
+    assert!(layer.tree.lookup(b"/after").is_some());
     assert_clean(&td);
 }
 
@@ -748,6 +796,20 @@ fn adversarial_layers_are_refused_by_entry() {
                 .finish(),
             "x",
             "70000-byte value",
+        ),
+        (
+            Tar::default()
+                .entry(
+                    "y",
+                    EntryType::Regular,
+                    0o644,
+                    b"",
+                    "",
+                    &[(b"SCHILY.xattr.security.selinux", &vec![b'v'; 40_000])],
+                )
+                .finish(),
+            "y",
+            "at most 32767 per inode",
         ),
         (gnu_sparse(), "s", "sparse"),
         (

@@ -290,3 +290,118 @@ pub fn canonicalize(tree: &Tree, opts: &CanonicalOptions) -> Tree {
 fn keep_xattr(name: &[u8], policy: XattrPolicy) -> bool {
     name == CAPABILITY_XATTR || (policy == XattrPolicy::KeepUser && name.starts_with(b"user."))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Xattr;
+
+    fn add(tree: &mut Tree, dir: InodeId, name: &str, inode: Inode) -> InodeId {
+        let id = tree.add_inode(inode);
+        tree.inodes[dir].entries.insert(
+            name.as_bytes().into(),
+            DirEntry {
+                inode: id,
+                hardlink: false,
+            },
+        );
+        id
+    }
+
+    fn xattr(name: &str, value: &[u8]) -> Xattr {
+        Xattr {
+            name: name.as_bytes().into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn canonical_rules() {
+        let mut t = Tree::new(0o700);
+        t.inodes[ROOT].mtime = Timestamp { sec: 99, nsec: 1 };
+        let mut file = Inode::new(mode::S_IFREG | 0o755);
+        file.xattrs = vec![
+            xattr("security.selinux", b"system_u:object_r:bin_t:s0"),
+            xattr("user.keep", b"\0\xff"),
+            xattr("security.capability", b"\x01\0\0\x02"),
+            xattr("system.posix_acl_access", b"acl"),
+        ];
+        add(&mut t, ROOT, "f", file);
+        add(&mut t, ROOT, "sock", Inode::new(mode::S_IFSOCK | 0o777));
+        add(&mut t, ROOT, "wh", Inode::new(mode::S_IFCHR));
+        add(&mut t, ROOT, "ln", Inode::new(mode::S_IFLNK | 0o755));
+        let run = add(&mut t, ROOT, "run", Inode::new(mode::S_IFDIR | 0o755));
+        add(&mut t, run, "stale", Inode::new(mode::S_IFREG | 0o644));
+
+        // No /usr: fixed root metadata; /run emptied, its mtime kept.
+        let c = canonicalize(&t, &CanonicalOptions::default());
+        let names: Vec<_> = c.root().entries.keys().map(|k| k.to_vec()).collect();
+        assert_eq!(names, [&b"f"[..], b"ln", b"run"]);
+        let root = c.root();
+        assert_eq!(
+            (root.mode, root.uid, root.mtime),
+            (mode::S_IFDIR | 0o755, 0, Timestamp::default())
+        );
+        let cf = &c.inodes[c.lookup(b"/f").unwrap()];
+        assert_eq!(
+            cf.xattrs,
+            vec![xattr("security.capability", b"\x01\0\0\x02")]
+        );
+        assert_eq!(
+            c.inodes[c.lookup(b"/ln").unwrap()].mode,
+            mode::S_IFLNK | 0o777
+        );
+        assert!(c.inodes[c.lookup(b"/run").unwrap()].entries.is_empty());
+
+        let keep = CanonicalOptions {
+            xattrs: XattrPolicy::KeepUser,
+        };
+        let c = canonicalize(&t, &keep);
+        let cf = &c.inodes[c.lookup(b"/f").unwrap()];
+        let kept: Vec<_> = cf.xattrs.iter().map(|x| x.name.to_vec()).collect();
+        assert_eq!(kept, [&b"security.capability"[..], b"user.keep"]);
+
+        // With /usr: the root copies it, /run gets its mtime.
+        let mut usr = Inode::new(mode::S_IFDIR | 0o751);
+        usr.uid = 7;
+        usr.mtime = Timestamp { sec: 5, nsec: 6 };
+        usr.xattrs = vec![xattr("security.selinux", b"x"), xattr("user.u", b"1")];
+        add(&mut t, ROOT, "usr", usr);
+        let c = canonicalize(&t, &keep);
+        let root = c.root();
+        assert_eq!(
+            (root.mode, root.uid, root.mtime),
+            (mode::S_IFDIR | 0o751, 7, Timestamp { sec: 5, nsec: 6 })
+        );
+        assert_eq!(root.xattrs, vec![xattr("user.u", b"1")]);
+        assert_eq!(
+            c.inodes[c.lookup(b"/run").unwrap()].mtime,
+            Timestamp { sec: 5, nsec: 6 }
+        );
+    }
+
+    #[test]
+    fn compact_picks_the_first_name_in_depth_first_order() {
+        let mut t = Tree::new(0o755);
+        let shared = Inode::new(mode::S_IFREG | 0o644);
+        let z = add(&mut t, ROOT, "z", shared);
+        let a = add(&mut t, ROOT, "a", Inode::new(mode::S_IFDIR | 0o755));
+        t.inodes[a].entries.insert(
+            b"deep".as_slice().into(),
+            DirEntry {
+                inode: z,
+                hardlink: true,
+            },
+        );
+        add(&mut t, ROOT, "orphaned-later", Inode::new(mode::S_IFREG));
+        t.inodes[ROOT].entries.remove(&b"orphaned-later"[..]);
+        let c = compact(&t);
+        assert_eq!(c.inodes.len(), 3, "orphan dropped");
+        let a = c.root().entries[&b"a"[..]];
+        let deep = c.inodes[a.inode].entries[&b"deep"[..]];
+        assert!(!deep.hardlink, "/a/deep comes first depth-first");
+        assert!(c.root().entries[&b"z"[..]].hardlink);
+        assert_eq!(c.inodes[deep.inode].nlink, 2);
+        assert_eq!(c.root().nlink, 3);
+    }
+}

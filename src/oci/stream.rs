@@ -245,6 +245,26 @@ pub fn decompress<'a>(
     })
 }
 
+/// The whole read side of a layer blob: `blob` is checked against `blob_digest` (the
+/// manifest's descriptor digest), decompressed by `media_type`, and the tar checked against
+/// `diff_id` (the config's `rootfs.diff_ids` entry). Feed the result to
+/// [`import_layer`](crate::oci::layer::import_layer), which reads it to the end so both
+/// checks run; a mismatch is then the import's root cause.
+pub fn layer_stream<'a>(
+    blob: impl Read + Send + 'a,
+    media_type: &str,
+    blob_digest: &str,
+    diff_id: &str,
+) -> Result<Box<dyn Read + Send + 'a>, StreamError> {
+    let blob = VerifyingReader::new(blob, blob_digest, format!("layer blob {blob_digest}"))?;
+    let tar = decompress(media_type, blob)?;
+    Ok(Box::new(VerifyingReader::new(
+        tar,
+        diff_id,
+        format!("layer diff_id {diff_id}"),
+    )?))
+}
+
 /// Read buffer in front of decompressors.
 const READ_BUF: usize = 256 * 1024;
 

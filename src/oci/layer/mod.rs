@@ -26,6 +26,7 @@
 //! sparse files, unknown entry types, and streams over the [`Limits`]. Nothing is written
 //! outside the repository; objects stored before an error are unreferenced and left to gc.
 
+mod guard;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,8 @@ use std::io::Read;
 
 use anyhow::{Context, Result};
 
+use self::guard::HeaderGuard;
+use crate::dumpfile::parse::MAX_XATTRS_SIZE;
 use crate::oci::merge::compact;
 use crate::oci::stream::{LimitedReader, drain, unwrap_io};
 use crate::repo::Repository;
@@ -69,6 +72,8 @@ pub struct Limits {
     pub max_entries: u64,
     /// Bytes of paths, link targets, xattrs and inline contents kept in memory.
     pub max_metadata_bytes: u64,
+    /// Bytes of one PAX extended header or GNU long name/link (read whole by the parser).
+    pub max_extension_bytes: u64,
 }
 
 impl Default for Limits {
@@ -77,6 +82,7 @@ impl Default for Limits {
             max_tar_bytes: 64 << 30,
             max_entries: 10_000_000,
             max_metadata_bytes: 1 << 30,
+            max_extension_bytes: 1 << 20,
         }
     }
 }
@@ -133,7 +139,8 @@ pub enum LayerError {
 pub fn import_layer(tar: impl Read, repo: &Repository, opts: &ImportOptions) -> Result<LayerTree> {
     let layer = &opts.layer;
     let limited = LimitedReader::new(tar, opts.limits.max_tar_bytes, format!("layer {layer}"));
-    let mut archive = tar::Archive::new(limited);
+    let guarded = HeaderGuard::new(limited, opts.limits.max_extension_bytes, layer);
+    let mut archive = tar::Archive::new(guarded);
     let mut importer = Importer {
         repo,
         opts,
@@ -143,18 +150,13 @@ pub fn import_layer(tar: impl Read, repo: &Repository, opts: &ImportOptions) -> 
     };
     mark_implicit(&mut importer.tree.inodes[ROOT]);
     {
-        let entries = archive
-            .entries()
-            .map_err(|e| unwrap_io(e).context(format!("layer {layer}: reading the tar stream")))?;
+        let entries = archive.entries().map_err(|e| tar_error(e, layer))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| {
-                unwrap_io(e).context(format!("layer {layer}: reading the tar stream"))
-            })?;
+            let mut entry = entry.map_err(|e| tar_error(e, layer))?;
             importer.entry(&mut entry)?;
         }
     }
-    let rest = drain(archive.into_inner())
-        .map_err(|e| unwrap_io(e).context(format!("layer {layer}: reading the tar stream")))?;
+    let rest = drain(archive.into_inner().into_inner()).map_err(|e| tar_error(e, layer))?;
     if rest > 0 {
         tracing::debug!("layer {layer}: {rest} bytes after the end-of-archive marker");
     }
@@ -163,6 +165,18 @@ pub fn import_layer(tar: impl Read, repo: &Repository, opts: &ImportOptions) -> 
     Ok(LayerTree {
         tree: compact(&tree),
     })
+}
+
+/// An error of the tar stream: a [`LayerError`] or `StreamError` carried in the
+/// `io::Error` becomes the root cause; anything else gets the layer as context.
+fn tar_error(e: std::io::Error, layer: &str) -> anyhow::Error {
+    if e.get_ref().is_some_and(|i| i.is::<LayerError>()) {
+        if let Some(Ok(inner)) = e.into_inner().map(|i| i.downcast::<LayerError>()) {
+            return anyhow::Error::new(*inner);
+        }
+        unreachable!("checked: the error carries a LayerError");
+    }
+    unwrap_io(e).context(format!("layer {layer}: reading the tar stream"))
 }
 
 /// Adds the implicit-directory marker.
@@ -313,7 +327,7 @@ impl Importer<'_> {
             inode.xattrs.clear();
             inode.rdev = 0;
             let dir = self.dir_at(parent, &raw_path)?;
-            self.link(dir, name, Node::Inode(inode), &raw_path);
+            self.link(dir, name, Node::Inode(inode));
             return Ok(());
         }
 
@@ -431,7 +445,7 @@ impl Importer<'_> {
             };
         };
         let dir = self.dir_at(parent, &raw_path)?;
-        self.link(dir, name, node, &raw_path);
+        self.link(dir, name, node);
         Ok(())
     }
 
@@ -494,6 +508,24 @@ impl Importer<'_> {
             } else if key.starts_with(b"GNU.sparse.") {
                 out.sparse = true;
             }
+        }
+        // mkcomposefs's per-inode budget (`LCFS_INODE_EXTERNAL_XATTR_MAX`): 12 bytes of
+        // header, 7 + name + value per xattr. The writer refuses more, so refuse it here,
+        // naming the entry.
+        let budget: usize = 12
+            + out
+                .xattrs
+                .iter()
+                .map(|x| 7 + x.name.len() + x.value.len())
+                .sum::<usize>();
+        if !out.xattrs.is_empty() && budget > MAX_XATTRS_SIZE {
+            return Err(self.bad(
+                path,
+                format!(
+                    "xattrs take {budget} bytes; composefs images hold at most {MAX_XATTRS_SIZE} \
+                     per inode"
+                ),
+            ));
         }
         self.charge(charge)?;
         Ok(out)
@@ -621,7 +653,7 @@ impl Importer<'_> {
     }
 
     /// Names `node` `name` in `dir`, with tar extraction's rules for an existing name.
-    fn link(&mut self, dir: InodeId, name: &[u8], node: Node, _entry: &[u8]) {
+    fn link(&mut self, dir: InodeId, name: &[u8], node: Node) {
         let existing = self.tree.inodes[dir].entries.get(name).map(|e| e.inode);
         match node {
             Node::Hardlink(target) => {
