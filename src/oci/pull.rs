@@ -173,7 +173,12 @@ fn up_to_date(
 ) -> Result<Option<PullResult>> {
     let record = match record::load(repo, tag) {
         Ok(r) => r,
-        Err(e) if matches!(super::error::find(&e), Some(OciError::UnknownTag(_))) => {
+        Err(e)
+            if matches!(
+                super::error::find(&e),
+                Some(OciError::UnknownTag(_) | OciError::StaleRecord { .. })
+            ) =>
+        {
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -511,4 +516,32 @@ fn count_objects(repo: &Repository) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_values() {
+        let hex = "0f".repeat(32);
+        let d = parse_seal("l", &format!("sha256:{hex}")).unwrap();
+        assert_eq!(seal_value(&d), format!("sha256:{hex}"));
+        let hex512 = "a1".repeat(64);
+        let d = parse_seal("l", &format!("sha512:{hex512}")).unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha512);
+        for bad in [
+            hex.clone(),
+            format!("sha512:{hex}"),
+            format!("sha256:{hex512}"),
+            format!("sha256:{}", "zz".repeat(32)),
+            "sha256:".to_string(),
+        ] {
+            let e = parse_seal("l", &bad).unwrap_err();
+            assert!(
+                matches!(e.downcast_ref(), Some(OciError::MalformedSeal { .. })),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -111,15 +111,18 @@ pub fn load(repo: &Repository, name: &str) -> Result<ImageRecord> {
     let record: ImageRecord = serde_json::from_slice(&bytes)
         .with_context(|| format!("parsing the record of {name} (object {rec})"))?;
     if record.image != image.to_hex() {
-        anyhow::bail!(
-            "{name}: tag names image {image} but its record says {}; pull it again",
-            record.image
-        );
+        return Err(OciError::StaleRecord {
+            name: name.to_string(),
+            tagged: image.to_hex(),
+            recorded: record.image,
+        }
+        .into());
     }
     Ok(record)
 }
 
-/// Every tag with its record, sorted by name.
+/// Every tag with its record, sorted by name (stale ones, see [`OciError::StaleRecord`], are
+/// left out with a warning in the log).
 pub fn list(repo: &Repository) -> Result<Vec<(String, ImageRecord)>> {
     let prefix = format!("{TAGS}/");
     let mut out = Vec::new();
@@ -130,7 +133,13 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, ImageRecord)>> {
         let Some(name) = decode_tag(enc) else {
             continue;
         };
-        out.push((name.clone(), load(repo, &name)?));
+        match load(repo, &name) {
+            Ok(r) => out.push((name, r)),
+            Err(e) if matches!(e.downcast_ref(), Some(OciError::StaleRecord { .. })) => {
+                tracing::warn!("{e}");
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -144,5 +153,64 @@ pub fn known_layer(repo: &Repository, diff_id: &str) -> Result<Option<Digest>> {
         Ok(_) => Ok(None),
         Err(e) if missing_ref(&e) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsverity::Algorithm;
+
+    fn record(image: &Digest) -> ImageRecord {
+        ImageRecord {
+            reference: "oci:/x:v1".into(),
+            manifest_digest: format!("sha256:{}", "1".repeat(64)),
+            config_digest: format!("sha256:{}", "2".repeat(64)),
+            manifest_object: image.to_hex(),
+            config_object: image.to_hex(),
+            image: image.to_hex(),
+            sealed: None,
+            layers: vec![],
+        }
+    }
+
+    #[test]
+    fn publish_load_list_and_stale() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
+        let a = repo.write_object(b"image a").unwrap();
+        let b = repo.write_object(b"image b").unwrap();
+        let name = "docker://h:5000/os/x:v1";
+        assert!(matches!(
+            crate::oci::error::find(&load(&repo, name).unwrap_err()),
+            Some(OciError::UnknownTag(_))
+        ));
+        publish(&repo, name, &record(&a)).unwrap();
+        assert_eq!(load(&repo, name).unwrap(), record(&a));
+        assert_eq!(list(&repo).unwrap(), vec![(name.to_string(), record(&a))]);
+        // A tag moved without its record (interrupted pull): reported, and left out of lists.
+        repo.set_ref(&tag_ref(name), &b).unwrap();
+        assert!(matches!(
+            load(&repo, name).unwrap_err().downcast_ref(),
+            Some(OciError::StaleRecord { .. })
+        ));
+        assert!(list(&repo).unwrap().is_empty());
+        publish(&repo, name, &record(&b)).unwrap();
+        assert_eq!(load(&repo, name).unwrap().image, b.to_hex());
+    }
+
+    #[test]
+    fn layer_refs() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
+        let diff_id = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(known_layer(&repo, &diff_id).unwrap(), None);
+        let d = repo.write_object(b"layer").unwrap();
+        repo.set_ref(&digest_ref(LAYERS, &diff_id), &d).unwrap();
+        assert_eq!(known_layer(&repo, &diff_id).unwrap(), Some(d));
+        assert_eq!(
+            digest_ref(LAYERS, &diff_id),
+            format!("oci/layers/sha256-{}", "ab".repeat(32))
+        );
     }
 }
