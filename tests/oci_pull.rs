@@ -242,6 +242,17 @@ fn seal_then_require_sealed_and_tampering() {
     assert_eq!(ok.record.sealed.as_deref(), Some(label.as_str()));
     assert_ne!(ok.record.manifest_digest, plain.record.manifest_digest);
 
+    // Images name their file objects by digests of the repository's algorithm, so a sha256
+    // seal cannot be checked in a sha512 repository: refused, not ignored.
+    let td512 = tempfile::tempdir().unwrap();
+    let repo512 = Repository::init(td512.path(), Algorithm::Sha512).unwrap();
+    let err = pull(&repo512, &oci_ref(&sealed_dir, "v1"), &strict).unwrap_err();
+    assert!(
+        matches!(find(&err), Some(OciError::SealAlgorithm { .. })),
+        "{err:#}"
+    );
+    assert!(tags(&repo512).is_empty());
+
     // Tampered label: refused with both digests, nothing tagged.
     let wrong = format!("sha256:{}", "ab".repeat(32));
     ociimage::edit_image(&sealed_dir, "v1", |_, config| {

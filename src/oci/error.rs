@@ -57,6 +57,23 @@ pub enum OciError {
         /// The digest computed.
         actual: String,
     },
+    /// A seal of another fs-verity algorithm than the repository's: the image names its file
+    /// objects by their digests, so a sha256 seal describes an image that only a sha256
+    /// repository builds.
+    #[error(
+        "{reference}: {what} is {seal}, but the repository uses {repo} digests: the composefs \
+         digest can only be checked in a repository of the seal's algorithm"
+    )]
+    SealAlgorithm {
+        /// The image reference.
+        reference: String,
+        /// Label or annotation name.
+        what: String,
+        /// Its value.
+        seal: String,
+        /// The repository's algorithm.
+        repo: String,
+    },
     /// `--require-sealed` and the config has no `containers.composefs.fsverity` label.
     #[error(
         "{0}: image is not sealed (no containers.composefs.fsverity label in its config) and a \

@@ -435,6 +435,28 @@ pub fn seal_value(d: &Digest) -> String {
     format!("{}:{}", d.algorithm().name(), d.to_hex())
 }
 
+/// An image names its file objects by fs-verity digests of the repository's algorithm, so
+/// its bytes (and digest) depend on that algorithm: a seal of another one cannot be checked
+/// here, and is refused rather than ignored.
+fn check_seal_algorithm(
+    repo: &Repository,
+    name: &str,
+    what: &str,
+    value: &str,
+    seal: &Digest,
+) -> Result<()> {
+    if seal.algorithm() != repo.algorithm() {
+        return Err(OciError::SealAlgorithm {
+            reference: name.to_string(),
+            what: what.to_string(),
+            seal: value.to_string(),
+            repo: repo.algorithm().name().to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Checks the config label and the layer annotations; returns the label when sealed.
 fn verify_seal(
     repo: &Repository,
@@ -457,12 +479,8 @@ fn verify_seal(
             continue;
         };
         let expected = parse_seal(LAYER_ANNOTATION, value)?;
-        let stored = Digest::from_hex(&layer.layer_image)?;
-        let actual = if expected.algorithm() == stored.algorithm() {
-            stored
-        } else {
-            fsverity::digest_reader(expected.algorithm(), repo.open_object(&stored)?)?
-        };
+        check_seal_algorithm(repo, name, LAYER_ANNOTATION, value, &expected)?;
+        let actual = Digest::from_hex(&layer.layer_image)?;
         if actual != expected {
             return Err(OciError::LayerSealMismatch {
                 reference: name.to_string(),
@@ -486,11 +504,8 @@ fn verify_seal(
         return Ok(None);
     };
     let expected = parse_seal(IMAGE_LABEL, value)?;
-    let actual = if expected.algorithm() == imported.image_digest.algorithm() {
-        imported.image_digest
-    } else {
-        fsverity::digest_bytes(expected.algorithm(), &imported.image_bytes)
-    };
+    check_seal_algorithm(repo, name, IMAGE_LABEL, value, &expected)?;
+    let actual = imported.image_digest;
     if actual != expected {
         return Err(OciError::SealMismatch {
             reference: name.to_string(),
