@@ -531,3 +531,71 @@ fn oci_mount_shows_the_merged_tree() {
     assert_eq!(bash_docs, vec![std::ffi::OsString::from("README.replaced")]);
     assert!(bash);
 }
+
+/// A layer the importer refuses at its first entry while megabytes are still in flight from
+/// skopeo: the pull must fail promptly (the blob pipe is abandoned, FinishPipe still returns)
+/// and tag nothing.
+#[test]
+fn refused_layer_mid_stream_from_the_registry_does_not_hang() {
+    if !skopeo_present() {
+        return;
+    }
+    let Some(reg) = Registry::start() else { return };
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(4);
+    // `..` cannot be written through set_path; write the raw name.
+    h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    b.append(&h, &b"evil"[..]).unwrap();
+    let big = common::content(8 << 20, 7);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(big.len() as u64);
+    b.append_data(&mut h, "big", &big[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("layout");
+    ociimage::write_layout(
+        &dir,
+        "bad",
+        &[Layer::new(tar, Compression::Gzip)],
+        &BTreeMap::new(),
+    );
+    reg.push(&dir, "bad", "bad");
+    let (_a, repo) = new_repo();
+    let r: ImageReference = format!("{}:bad", reg.url("bad")).parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let repo_path = repo.path().to_owned();
+    std::thread::spawn(move || {
+        let repo = Repository::open(&repo_path).unwrap();
+        let _ = tx.send(pull(&repo, &r, &insecure()).map(|_| ()));
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("pull hung after refusing a layer");
+    let err = result.unwrap_err();
+    assert!(format!("{err:#}").contains("escape"), "{err:#}");
+    assert!(tags(&repo).is_empty());
+}
+
+/// Two pulls sharing layers, at the same time, into one repository.
+#[test]
+fn concurrent_pulls_into_one_repository() {
+    let Some(img) = images() else { return };
+    let (_a, repo) = new_repo();
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| pull(&repo, &oci_ref(&img.dir, "v1"), &PullOptions::default()));
+        let b = s.spawn(|| pull(&repo, &oci_ref(&img.dir, "v2"), &PullOptions::default()));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    let (_b, fresh) = new_repo();
+    let v1 = pull(&fresh, &oci_ref(&img.dir, "v1"), &PullOptions::default()).unwrap();
+    let v2 = pull(&fresh, &oci_ref(&img.dir, "v2"), &PullOptions::default()).unwrap();
+    assert_eq!(r1.image_digest, v1.image_digest);
+    assert_eq!(r2.image_digest, v2.image_digest);
+    assert_eq!(tags(&repo).len(), 4);
+}
