@@ -149,6 +149,14 @@ fn registry_and_oci_dir_agree_incremental_and_noop() {
     // image, the merged image, manifest, config, record.
     assert!(upd.objects_written <= 6, "{}", upd.objects_written);
     assert_ne!(upd.image_digest, from_reg.image_digest);
+    // Offline: the tags' images rebuild from the kept layer images alone.
+    let tag = format!("{}:v2", reg.url("deb"));
+    assert_eq!(pull::rebuild(&repo_b, &tag).unwrap().1, upd.image_digest);
+    let tag = format!("{}:v1", reg.url("deb"));
+    assert_eq!(
+        pull::rebuild(&repo_b, &tag).unwrap().1,
+        from_reg.image_digest
+    );
     // The same v2 pulled from scratch from the oci: dir gives the same digest.
     let (_c, repo_c) = new_repo();
     let v2_dir = pull(&repo_c, &oci_ref(&img.dir, "v2"), &PullOptions::default()).unwrap();

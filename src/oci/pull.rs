@@ -302,6 +302,23 @@ pub fn import(
     })
 }
 
+/// Rebuilds the merged image of tag `name` offline, from the layer images the repository
+/// kept (no source needed): the image bytes and their digest, which equals the recorded one
+/// unless a layer image or the rules changed.
+pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
+    let record = record::load(repo, name)?;
+    let trees = record
+        .layers
+        .iter()
+        .map(|l| {
+            let d = Digest::from_hex(&l.layer_image)?;
+            layer::load_layer(repo, &d)
+                .with_context(|| format!("{name}: loading layer {} (image {d})", l.diff_id))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    merged_image(&trees, repo.algorithm()).with_context(|| format!("{name}: rebuilding"))
+}
+
 /// Merge -> canonicalize -> EROFS bytes and their digest.
 pub fn merged_image(trees: &[layer::LayerTree], algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
     let merged = merge::merge_layers(trees)?;
