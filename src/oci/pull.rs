@@ -131,8 +131,9 @@ pub fn pull_from(
     let imported = import(repo, src, name, manifest, opts.progress)?;
     let sealed = verify_seal(repo, name, &imported, opts.require_sealed)?;
 
-    let manifest_object = repo.write_object(&imported.manifest.bytes)?;
-    let config_object = repo.write_object(&imported.config_bytes)?;
+    // Stored only when tagging (below); without a tag they would be garbage at once.
+    let manifest_object = fsverity::digest_bytes(repo.algorithm(), &imported.manifest.bytes);
+    let config_object = fsverity::digest_bytes(repo.algorithm(), &imported.config_bytes);
     let record = ImageRecord {
         reference: name.to_string(),
         manifest_digest: imported.manifest.digest.clone(),
@@ -145,6 +146,8 @@ pub fn pull_from(
     };
     if let Some(tag) = &tag {
         repo.write_image(&imported.image_bytes)?;
+        repo.write_object(&imported.manifest.bytes)?;
+        repo.write_object(&imported.config_bytes)?;
         repo.set_ref(
             &digest_ref(MANIFESTS, &record.manifest_digest),
             &manifest_object,
