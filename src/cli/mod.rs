@@ -3,6 +3,7 @@
 
 mod image;
 mod maint;
+mod oci;
 mod repo;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
     Gc(maint::Gc),
     /// Check every object, image, ref and link; exit status 1 on any problem.
     Fsck(maint::Fsck),
+    /// OCI container images: pull, list, inspect, mount, compute-id, seal.
+    Oci(oci::Oci),
 }
 
 /// Entry point of the `cfsctl` binary.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Mount(c) => c.run(),
         Command::Gc(c) => c.run(),
         Command::Fsck(c) => c.run(),
+        Command::Oci(c) => c.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,9 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 
+pub mod ociimage;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 
 /// Where the golden composefs dumps live: `$CFS_FIXTURES`, else `../shared/fixtures/...` next to

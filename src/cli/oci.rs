@@ -1,0 +1,357 @@
+//! `cfsctl oci ...`: pull, images, inspect, mount, compute-id, seal.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::fsverity::Algorithm;
+use crate::mount::{self, MountOptions, VerityMode};
+use crate::oci::pull::{self, PullOptions, PullProgress, PullResult, Tagging};
+use crate::oci::record::{self, tag_ref};
+use crate::oci::reference::ImageReference;
+use crate::oci::seal::{self, SealOptions};
+use crate::oci::source::SourceOptions;
+use crate::repo::Repository;
+
+/// `cfsctl oci`.
+#[derive(Debug, Args)]
+pub struct Oci {
+    #[command(subcommand)]
+    command: OciCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OciCommand {
+    /// Pull an image into the repository and tag it; prints the composefs image digest.
+    Pull(Pull),
+    /// List the tagged images.
+    Images(Images),
+    /// Show what the repository knows about a tagged image.
+    Inspect(Inspect),
+    /// Mount a tagged image read-only.
+    Mount(MountCmd),
+    /// Print the composefs digest of an image without tagging it.
+    ComputeId(ComputeId),
+    /// Write a copy of an image that carries its composefs digests (label + annotations).
+    Seal(Seal),
+}
+
+impl Oci {
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            OciCommand::Pull(c) => c.run(),
+            OciCommand::Images(c) => c.run(),
+            OciCommand::Inspect(c) => c.run(),
+            OciCommand::Mount(c) => c.run(),
+            OciCommand::ComputeId(c) => c.run(),
+            OciCommand::Seal(c) => c.run(),
+        }
+    }
+}
+
+/// Source options shared by the commands that read images.
+#[derive(Debug, Args)]
+struct TransportArgs {
+    /// Verify registry TLS certificates (`--tls-verify=false` for a local registry).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    tls_verify: bool,
+}
+
+impl TransportArgs {
+    fn options(&self) -> SourceOptions {
+        SourceOptions {
+            tls_verify: self.tls_verify,
+        }
+    }
+}
+
+/// A progress bar on stderr (only when it is a terminal).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Option<Bar> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Some(Bar(bar))
+    }
+}
+
+impl PullProgress for Bar {
+    fn start(&self, layers: usize, bytes: u64) {
+        self.0.set_length(bytes);
+        self.0.set_message(format!("fetching {layers} layers"));
+    }
+    fn fetched(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn merging(&self) {
+        self.0.set_message("merging");
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn parse_ref(s: &str) -> Result<ImageReference> {
+    s.parse::<ImageReference>()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("image reference '{s}'"))
+}
+
+/// `cfsctl oci pull`.
+#[derive(Debug, Args)]
+pub struct Pull {
+    #[command(flatten)]
+    repo: super::RepoArg,
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// Tag name (default: the reference as written).
+    #[arg(long, value_name = "NAME")]
+    tag: Option<String>,
+    /// Refuse images without the containers.composefs.fsverity label.
+    #[arg(long)]
+    require_sealed: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The image: docker://..., oci:DIR[:TAG], or any skopeo transport.
+    reference: String,
+}
+
+impl Pull {
+    pub fn run(self) -> Result<()> {
+        let reference = parse_ref(&self.reference)?;
+        let repo = Repository::open(&self.repo.repo)?;
+        let bar = Bar::new();
+        let opts = PullOptions {
+            tagging: self.tag.map_or(Tagging::Reference, Tagging::Name),
+            require_sealed: self.require_sealed,
+            source: self.transport.options(),
+            progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+        };
+        let result =
+            pull::pull(&repo, &reference, &opts).with_context(|| format!("pulling {reference}"))?;
+        drop(bar);
+        print_pull(&result, self.json)
+    }
+}
+
+fn print_pull(result: &PullResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+        return Ok(());
+    }
+    if result.up_to_date {
+        tracing::info!("{}: up to date", result.record.reference);
+    } else {
+        tracing::info!(
+            "{}: {} layers fetched ({} bytes), {} already present, {} objects written",
+            result.record.reference,
+            result.layers_fetched,
+            result.bytes_fetched,
+            result.layers_skipped,
+            result.objects_written
+        );
+    }
+    println!("{}", result.image_digest);
+    Ok(())
+}
+
+/// `cfsctl oci images`.
+#[derive(Debug, Args)]
+pub struct Images {
+    #[command(flatten)]
+    repo: super::RepoArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Images {
+    pub fn run(self) -> Result<()> {
+        let repo = Repository::open(&self.repo.repo)?;
+        let images = record::list(&repo)?;
+        if self.json {
+            let v: Vec<_> = images
+                .iter()
+                .map(|(name, r)| serde_json::json!({"name": name, "record": r}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        for (name, r) in images {
+            let sealed = if r.sealed.is_some() { "sealed" } else { "-" };
+            println!("{name}\t{}\t{sealed}\t{}", r.image, r.manifest_digest);
+        }
+        Ok(())
+    }
+}
+
+/// `cfsctl oci inspect`.
+#[derive(Debug, Args)]
+pub struct Inspect {
+    #[command(flatten)]
+    repo: super::RepoArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Tag name.
+    name: String,
+}
+
+impl Inspect {
+    pub fn run(self) -> Result<()> {
+        let repo = Repository::open(&self.repo.repo)?;
+        let r = record::load(&repo, &self.name)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(());
+        }
+        println!("name:      {}", self.name);
+        println!("reference: {}", r.reference);
+        println!("image:     {}", r.image);
+        println!("manifest:  {}", r.manifest_digest);
+        println!("config:    {}", r.config_digest);
+        println!("sealed:    {}", r.sealed.as_deref().unwrap_or("no"));
+        for (i, l) in r.layers.iter().enumerate() {
+            println!(
+                "layer {i}:   {} ({} bytes, {})\n           diff_id {}\n           composefs {}",
+                l.digest, l.size, l.media_type, l.diff_id, l.layer_image
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `cfsctl oci mount`.
+#[derive(Debug, Args)]
+pub struct MountCmd {
+    #[command(flatten)]
+    repo: super::RepoArg,
+    /// Tag name.
+    name: String,
+    /// Where to mount it.
+    mountpoint: PathBuf,
+}
+
+impl MountCmd {
+    pub fn run(self) -> Result<()> {
+        let repo = Repository::open(&self.repo.repo)?;
+        // Existence first, for a clear error naming the tag.
+        record::load(&repo, &self.name)?;
+        let verity = if repo.verity_supported() {
+            VerityMode::Require
+        } else {
+            tracing::warn!(
+                "{} has no fs-verity: mounting with verity off, file contents are NOT verified",
+                repo.path().display()
+            );
+            VerityMode::Off
+        };
+        let opts = MountOptions {
+            verity,
+            ..MountOptions::default()
+        };
+        mount::mount_image(&repo, &tag_ref(&self.name), &self.mountpoint, &opts)?;
+        Ok(())
+    }
+}
+
+/// A repository named with --repo, or a temporary one (deleted afterwards).
+fn repo_or_temp(path: Option<&PathBuf>) -> Result<(Repository, Option<tempfile::TempDir>)> {
+    match path {
+        Some(p) => Ok((Repository::open(p)?, None)),
+        None => {
+            let dir = tempfile::tempdir().context("creating a temporary repository")?;
+            Ok((Repository::init(dir.path(), Algorithm::Sha256)?, Some(dir)))
+        }
+    }
+}
+
+/// `cfsctl oci compute-id`.
+#[derive(Debug, Args)]
+pub struct ComputeId {
+    /// Repository to import into (keeps the layers for a later pull); default: a temporary one.
+    #[arg(long, value_name = "DIR")]
+    repo: Option<PathBuf>,
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The image.
+    reference: String,
+}
+
+impl ComputeId {
+    pub fn run(self) -> Result<()> {
+        let reference = parse_ref(&self.reference)?;
+        let (repo, _tmp) = repo_or_temp(self.repo.as_ref())?;
+        let bar = Bar::new();
+        let opts = PullOptions {
+            tagging: Tagging::None,
+            require_sealed: false,
+            source: self.transport.options(),
+            progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+        };
+        let result =
+            pull::pull(&repo, &reference, &opts).with_context(|| format!("reading {reference}"))?;
+        drop(bar);
+        print_pull(&result, self.json)
+    }
+}
+
+/// `cfsctl oci seal`.
+#[derive(Debug, Args)]
+pub struct Seal {
+    /// Repository to import into; default: a temporary one.
+    #[arg(long, value_name = "DIR")]
+    repo: Option<PathBuf>,
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The image to seal.
+    source: String,
+    /// Where to write the sealed image: oci:DIR[:TAG], docker://..., any skopeo transport.
+    destination: String,
+}
+
+impl Seal {
+    pub fn run(self) -> Result<()> {
+        let src = parse_ref(&self.source)?;
+        let dst = parse_ref(&self.destination)?;
+        let (repo, _tmp) = repo_or_temp(self.repo.as_ref())?;
+        let bar = Bar::new();
+        let opts = SealOptions {
+            source: self.transport.options(),
+            dest_tls_verify: self.transport.tls_verify,
+            progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+        };
+        let result =
+            seal::seal(&repo, &src, &dst, &opts).with_context(|| format!("sealing {src}"))?;
+        drop(bar);
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else {
+            println!("{}", result.image_digest);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,582 @@
+//! Pulling an image into the repository:
+//!
+//! manifest (digest-checked) -> unchanged since the last pull of this tag? done. ->
+//! config (digest-checked) -> layers not yet known by diff_id are fetched and imported in
+//! parallel, each streamed `blob -> verify digest -> decompress -> verify diff_id -> tar ->
+//! objects + layer tree` -> layer trees merged -> canonical tree -> EROFS image ->
+//! seal check -> record + tag.
+//!
+//! Nothing is tagged unless every check passed. Layers that were imported and verified stay
+//! known (`refs/oci/layers/...`) even when a later step fails, so a retry does not fetch them
+//! again.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use oci_spec::image::{Descriptor, ImageConfiguration};
+use serde::Serialize;
+
+use super::error::OciError;
+use super::record::{self, CONFIGS, ImageRecord, LAYERS, LayerRecord, MANIFESTS, digest_ref};
+use super::reference::ImageReference;
+use super::source::{self, FetchedManifest, ImageSource, SourceOptions, VerifyingReader};
+use super::{layer, merge, stream};
+use crate::erofs::writer::{self, WriteOptions};
+use crate::fsverity::{self, Algorithm, Digest};
+use crate::repo::Repository;
+
+/// Config label holding the merged image's composefs digest (ARCHITECTURE.md, "OCI
+/// conventions").
+pub const IMAGE_LABEL: &str = "containers.composefs.fsverity";
+/// Layer descriptor annotation holding the layer's own composefs digest.
+pub const LAYER_ANNOTATION: &str = "containers.composefs.layer.fsverity";
+
+/// Where the tag goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Tagging {
+    /// Tag with the reference string (`docker://host/x:v1`).
+    #[default]
+    Reference,
+    /// Tag with this name.
+    Name(String),
+    /// Tag nothing (`oci compute-id`).
+    None,
+}
+
+/// Hooks for a progress display (all default to nothing). Called from importer threads.
+pub trait PullProgress: Sync {
+    /// Layers to fetch and their total (compressed) size, once known.
+    fn start(&self, _layers: usize, _bytes: u64) {}
+    /// More blob bytes arrived.
+    fn fetched(&self, _bytes: u64) {}
+    /// The merge and image writing started.
+    fn merging(&self) {}
+}
+
+/// Options of [`pull`].
+#[derive(Default)]
+pub struct PullOptions<'a> {
+    /// The tag to publish.
+    pub tagging: Tagging,
+    /// Refuse images without the `containers.composefs.fsverity` label.
+    pub require_sealed: bool,
+    /// How to reach the source.
+    pub source: SourceOptions,
+    /// Progress display.
+    pub progress: Option<&'a dyn PullProgress>,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullResult {
+    /// The tag published (`None` for [`Tagging::None`]).
+    pub tag: Option<String>,
+    /// What the repository now knows about the image.
+    pub record: ImageRecord,
+    /// The merged image's digest.
+    #[serde(serialize_with = "hex_digest")]
+    pub image_digest: Digest,
+    /// True when the tag already named this manifest and nothing was fetched.
+    pub up_to_date: bool,
+    /// Layers fetched from the source.
+    pub layers_fetched: usize,
+    /// Layers already in the repository.
+    pub layers_skipped: usize,
+    /// Blob bytes read from the source (compressed).
+    pub bytes_fetched: u64,
+    /// Objects new in the repository after the pull.
+    pub objects_written: u64,
+}
+
+fn hex_digest<S: serde::Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.to_hex())
+}
+
+/// Pulls `reference` into `repo`.
+pub fn pull(
+    repo: &Repository,
+    reference: &ImageReference,
+    opts: &PullOptions<'_>,
+) -> Result<PullResult> {
+    let src = source::open(reference, &opts.source)?;
+    let result = pull_from(repo, &*src, &reference.to_string(), opts);
+    let closed = src.close();
+    let result = result?;
+    closed?;
+    Ok(result)
+}
+
+/// Pulls from an opened source; `name` is the reference string (default tag, messages).
+pub fn pull_from(
+    repo: &Repository,
+    src: &dyn ImageSource,
+    name: &str,
+    opts: &PullOptions<'_>,
+) -> Result<PullResult> {
+    let manifest = src.manifest()?;
+    let tag = match &opts.tagging {
+        Tagging::Reference => Some(name.to_string()),
+        Tagging::Name(n) => Some(n.clone()),
+        Tagging::None => None,
+    };
+    if let Some(tag) = &tag
+        && let Some(result) = up_to_date(repo, tag, &manifest, opts)?
+    {
+        return Ok(result);
+    }
+    let objects_before = count_objects(repo)?;
+    let imported = import(repo, src, name, manifest, opts.progress)?;
+    let sealed = verify_seal(repo, name, &imported, opts.require_sealed)?;
+
+    // Stored only when tagging (below); without a tag they would be garbage at once.
+    let manifest_object = fsverity::digest_bytes(repo.algorithm(), &imported.manifest.bytes);
+    let config_object = fsverity::digest_bytes(repo.algorithm(), &imported.config_bytes);
+    let record = ImageRecord {
+        reference: name.to_string(),
+        manifest_digest: imported.manifest.digest.clone(),
+        config_digest: imported.manifest.manifest.config().digest().to_string(),
+        manifest_object: manifest_object.to_hex(),
+        config_object: config_object.to_hex(),
+        image: imported.image_digest.to_hex(),
+        sealed,
+        layers: imported.layers.clone(),
+    };
+    if let Some(tag) = &tag {
+        repo.write_image(&imported.image_bytes)?;
+        repo.write_object(&imported.manifest.bytes)?;
+        repo.write_object(&imported.config_bytes)?;
+        repo.set_ref(
+            &digest_ref(MANIFESTS, &record.manifest_digest),
+            &manifest_object,
+        )?;
+        repo.set_ref(&digest_ref(CONFIGS, &record.config_digest), &config_object)?;
+        record::publish(repo, tag, &record)?;
+    }
+    Ok(PullResult {
+        tag,
+        record,
+        image_digest: imported.image_digest,
+        up_to_date: false,
+        layers_fetched: imported.layers_fetched,
+        layers_skipped: imported.layers.len() - imported.layers_fetched,
+        bytes_fetched: imported.bytes_fetched,
+        objects_written: count_objects(repo)?.saturating_sub(objects_before),
+    })
+}
+
+/// The recorded result when tag `tag` already names this manifest and its image is present.
+fn up_to_date(
+    repo: &Repository,
+    tag: &str,
+    manifest: &FetchedManifest,
+    opts: &PullOptions<'_>,
+) -> Result<Option<PullResult>> {
+    let record = match record::load(repo, tag) {
+        Ok(r) => r,
+        Err(e)
+            if matches!(
+                super::error::find(&e),
+                Some(OciError::UnknownTag(_) | OciError::StaleRecord { .. })
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let image = Digest::from_hex(&record.image)?;
+    if record.manifest_digest != manifest.digest || !repo.has_image(&image) {
+        return Ok(None);
+    }
+    if opts.require_sealed && record.sealed.is_none() {
+        return Err(OciError::Unsealed(record.reference).into());
+    }
+    Ok(Some(PullResult {
+        tag: Some(tag.to_string()),
+        layers_skipped: record.layers.len(),
+        record,
+        image_digest: image,
+        up_to_date: true,
+        layers_fetched: 0,
+        bytes_fetched: 0,
+        objects_written: 0,
+    }))
+}
+
+/// An image whose layers are all in the repository, merged (not yet tagged).
+pub struct Imported {
+    /// The manifest as received.
+    pub manifest: FetchedManifest,
+    /// The config, exact bytes.
+    pub config_bytes: Vec<u8>,
+    /// The config, parsed.
+    pub config: ImageConfiguration,
+    /// Per layer, bottom first.
+    pub layers: Vec<LayerRecord>,
+    /// The merged canonical image.
+    pub image_bytes: Vec<u8>,
+    /// Its fs-verity digest in the repository's algorithm.
+    pub image_digest: Digest,
+    /// Layers fetched (the others were known).
+    pub layers_fetched: usize,
+    /// Blob bytes read.
+    pub bytes_fetched: u64,
+}
+
+/// Fetches the config and the layers the repository lacks, and builds the merged image.
+pub fn import(
+    repo: &Repository,
+    src: &dyn ImageSource,
+    name: &str,
+    manifest: FetchedManifest,
+    progress: Option<&dyn PullProgress>,
+) -> Result<Imported> {
+    let config_bytes = source::fetch_config(src, &manifest.manifest)
+        .with_context(|| format!("{name}: fetching the config"))?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).with_context(|| {
+        format!(
+            "{name}: parsing config {}",
+            manifest.manifest.config().digest()
+        )
+    })?;
+    let descs = manifest.manifest.layers();
+    let diff_ids = config.rootfs().diff_ids();
+    if descs.len() != diff_ids.len() {
+        anyhow::bail!(
+            "{name}: the manifest has {} layers but the config {} diff_ids",
+            descs.len(),
+            diff_ids.len()
+        );
+    }
+    // Layers to fetch: unknown diff_ids, each once.
+    let mut known: HashMap<&str, Digest> = HashMap::new();
+    let mut todo: Vec<(&Descriptor, &str)> = Vec::new();
+    for (desc, diff_id) in descs.iter().zip(diff_ids) {
+        if known.contains_key(diff_id.as_str()) || todo.iter().any(|t| t.1 == diff_id) {
+            continue;
+        }
+        match record::known_layer(repo, diff_id)? {
+            Some(d) => {
+                known.insert(diff_id, d);
+            }
+            None => todo.push((desc, diff_id)),
+        }
+    }
+    if let Some(p) = progress {
+        p.start(todo.len(), todo.iter().map(|t| t.0.size()).sum());
+    }
+    let bytes = AtomicU64::new(0);
+    let fetched = fetch_layers(repo, src, name, &todo, &bytes, progress)?;
+    let layers_fetched = fetched.len();
+    known.extend(fetched);
+
+    let mut layers = Vec::with_capacity(descs.len());
+    let mut trees = Vec::with_capacity(descs.len());
+    for (desc, diff_id) in descs.iter().zip(diff_ids) {
+        let image = known[diff_id.as_str()];
+        trees.push(
+            layer::load_layer(repo, &image)
+                .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))?,
+        );
+        layers.push(LayerRecord {
+            digest: desc.digest().to_string(),
+            diff_id: diff_id.clone(),
+            media_type: desc.media_type().to_string(),
+            size: desc.size(),
+            layer_image: image.to_hex(),
+        });
+    }
+    if let Some(p) = progress {
+        p.merging();
+    }
+    let (image_bytes, image_digest) = merged_image(&trees, repo.algorithm())
+        .with_context(|| format!("{name}: building the merged image"))?;
+    Ok(Imported {
+        manifest,
+        config_bytes,
+        config,
+        layers,
+        image_bytes,
+        image_digest,
+        layers_fetched,
+        bytes_fetched: bytes.into_inner(),
+    })
+}
+
+/// Rebuilds the merged image of tag `name` offline, from the layer images the repository
+/// kept (no source needed): the image bytes and their digest, which equals the recorded one
+/// unless a layer image or the rules changed.
+pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
+    let record = record::load(repo, name)?;
+    let trees = record
+        .layers
+        .iter()
+        .map(|l| {
+            let d = Digest::from_hex(&l.layer_image)?;
+            layer::load_layer(repo, &d)
+                .with_context(|| format!("{name}: loading layer {} (image {d})", l.diff_id))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    merged_image(&trees, repo.algorithm()).with_context(|| format!("{name}: rebuilding"))
+}
+
+/// Merge -> canonicalize -> EROFS bytes and their digest.
+pub fn merged_image(trees: &[layer::LayerTree], algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
+    let merged = merge::merge_layers(trees)?;
+    let tree = merge::canonicalize(&merged, &merge::CanonicalOptions::default());
+    let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
+    let digest = fsverity::digest_bytes(algorithm, &bytes);
+    Ok((bytes, digest))
+}
+
+/// Fetches and imports `todo` with up to one thread per core; the first error stops the
+/// others from starting new layers. Returns diff_id -> layer image.
+fn fetch_layers<'d>(
+    repo: &Repository,
+    src: &dyn ImageSource,
+    name: &str,
+    todo: &[(&Descriptor, &'d str)],
+    bytes: &AtomicU64,
+    progress: Option<&dyn PullProgress>,
+) -> Result<Vec<(&'d str, Digest)>> {
+    // Biggest first: the longest fetch starts earliest.
+    let mut order: Vec<usize> = (0..todo.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(todo[i].0.size()));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(todo.len());
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<(usize, Result<Digest>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { return };
+                    let (desc, diff_id) = todo[i];
+                    let r = fetch_layer(repo, src, desc, diff_id, bytes, progress)
+                        .with_context(|| format!("{name}: layer {}", desc.digest()));
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|r| r.0);
+    results
+        .into_iter()
+        .map(|(i, r)| r.map(|d| (todo[i].1, d)))
+        .collect()
+}
+
+/// Counts bytes for the progress display and the result.
+struct Counting<'a, R> {
+    inner: R,
+    total: &'a AtomicU64,
+    progress: Option<&'a dyn PullProgress>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(p) = self.progress {
+            p.fetched(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// One layer: stream, verify both digests, import, keep its tree as a layer image.
+fn fetch_layer(
+    repo: &Repository,
+    src: &dyn ImageSource,
+    desc: &Descriptor,
+    diff_id: &str,
+    bytes: &AtomicU64,
+    progress: Option<&dyn PullProgress>,
+) -> Result<Digest> {
+    let diff: oci_spec::image::Digest = diff_id
+        .parse()
+        .with_context(|| format!("diff_id '{diff_id}'"))?;
+    let raw = Counting {
+        inner: src.open_blob(desc)?,
+        total: bytes,
+        progress,
+    };
+    let mut blob = VerifyingReader::new(raw, desc, format!("blob {}", desc.digest()))?;
+    let media_type = desc.media_type().to_string();
+    let tree = {
+        let tar = stream::decompress(&media_type, &mut blob)?;
+        let mut tar = VerifyingReader::with_digest(tar, &diff, None, format!("diff_id {diff_id}"))?;
+        let opts = layer::ImportOptions {
+            layer: diff_id.to_string(),
+            ..Default::default()
+        };
+        let tree = layer::import_layer(&mut tar, repo, &opts)?;
+        // The tar parser stops at the end-of-archive marker; the digests cover everything.
+        tar.finish().map_err(stream::unwrap_io)?;
+        tree
+    };
+    blob.finish().map_err(stream::unwrap_io)?;
+    let image = layer::store_layer(repo, &tree)?;
+    repo.set_ref(&digest_ref(LAYERS, diff_id), &image)?;
+    Ok(image)
+}
+
+/// Parses a `sha256:<hex>` / `sha512:<hex>` composefs digest label.
+pub fn parse_seal(what: &str, value: &str) -> Result<Digest> {
+    let bad = || OciError::MalformedSeal {
+        what: what.to_string(),
+        value: value.to_string(),
+    };
+    let (alg, hex) = value.split_once(':').ok_or_else(bad)?;
+    let digest = Digest::from_hex(hex).map_err(|_| bad())?;
+    if alg != digest.algorithm().name() {
+        return Err(bad().into());
+    }
+    Ok(digest)
+}
+
+/// `alg:hex` spelling of a composefs digest (the label's form).
+pub fn seal_value(d: &Digest) -> String {
+    format!("{}:{}", d.algorithm().name(), d.to_hex())
+}
+
+/// An image names its file objects by fs-verity digests of the repository's algorithm, so
+/// its bytes (and digest) depend on that algorithm: a seal of another one cannot be checked
+/// here, and is refused rather than ignored.
+fn check_seal_algorithm(
+    repo: &Repository,
+    name: &str,
+    what: &str,
+    value: &str,
+    seal: &Digest,
+) -> Result<()> {
+    if seal.algorithm() != repo.algorithm() {
+        return Err(OciError::SealAlgorithm {
+            reference: name.to_string(),
+            what: what.to_string(),
+            seal: value.to_string(),
+            repo: repo.algorithm().name().to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks the config label and the layer annotations; returns the label when sealed.
+fn verify_seal(
+    repo: &Repository,
+    name: &str,
+    imported: &Imported,
+    require_sealed: bool,
+) -> Result<Option<String>> {
+    for (desc, layer) in imported
+        .manifest
+        .manifest
+        .layers()
+        .iter()
+        .zip(&imported.layers)
+    {
+        let Some(value) = desc
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(LAYER_ANNOTATION))
+        else {
+            continue;
+        };
+        let expected = parse_seal(LAYER_ANNOTATION, value)?;
+        check_seal_algorithm(repo, name, LAYER_ANNOTATION, value, &expected)?;
+        let actual = Digest::from_hex(&layer.layer_image)?;
+        if actual != expected {
+            return Err(OciError::LayerSealMismatch {
+                reference: name.to_string(),
+                layer: layer.digest.clone(),
+                expected: value.clone(),
+                actual: seal_value(&actual),
+            }
+            .into());
+        }
+    }
+    let label = imported
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().as_ref())
+        .and_then(|l| l.get(IMAGE_LABEL));
+    let Some(value) = label else {
+        if require_sealed {
+            return Err(OciError::Unsealed(name.to_string()).into());
+        }
+        return Ok(None);
+    };
+    let expected = parse_seal(IMAGE_LABEL, value)?;
+    check_seal_algorithm(repo, name, IMAGE_LABEL, value, &expected)?;
+    let actual = imported.image_digest;
+    if actual != expected {
+        return Err(OciError::SealMismatch {
+            reference: name.to_string(),
+            expected: value.clone(),
+            actual: seal_value(&actual),
+        }
+        .into());
+    }
+    Ok(Some(value.clone()))
+}
+
+/// Files under `objects/` (for "objects written"; racy only against concurrent writers).
+fn count_objects(repo: &Repository) -> Result<u64> {
+    let dir = repo.path().join("objects");
+    let mut n = 0;
+    for sub in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let sub = sub?;
+        if sub.file_type()?.is_dir() {
+            n += std::fs::read_dir(sub.path())?
+                .filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count() as u64;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_values() {
+        let hex = "0f".repeat(32);
+        let d = parse_seal("l", &format!("sha256:{hex}")).unwrap();
+        assert_eq!(seal_value(&d), format!("sha256:{hex}"));
+        let hex512 = "a1".repeat(64);
+        let d = parse_seal("l", &format!("sha512:{hex512}")).unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha512);
+        for bad in [
+            hex.clone(),
+            format!("sha512:{hex}"),
+            format!("sha256:{hex512}"),
+            format!("sha256:{}", "zz".repeat(32)),
+            "sha256:".to_string(),
+        ] {
+            let e = parse_seal("l", &bad).unwrap_err();
+            assert!(
+                matches!(e.downcast_ref(), Some(OciError::MalformedSeal { .. })),
+                "{bad}"
+            );
+        }
+    }
+}
