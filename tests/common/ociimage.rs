@@ -55,23 +55,30 @@ pub fn deb_tars(packages: &[&str]) -> Option<Vec<Vec<u8>>> {
     std::fs::create_dir_all(&cache).unwrap();
     let mut out = Vec::new();
     for pkg in packages {
-        let find = || {
-            std::fs::read_dir(&cache).unwrap().find_map(|e| {
+        let find = |dir: &Path| {
+            std::fs::read_dir(dir).unwrap().find_map(|e| {
                 let p = e.unwrap().path();
                 let n = p.file_name()?.to_str()?.to_string();
                 (n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb")).then_some(p)
             })
         };
-        let deb = match find() {
+        let deb = match find(&cache) {
             Some(p) => p,
             None => {
+                // Tests run concurrently (threads and test binaries): download into a private
+                // directory and rename into the cache, so nobody reads a half-written .deb.
+                let tmp = tempfile::tempdir_in(&cache).unwrap();
                 let ok = Command::new("apt-get")
                     .args(["download", "-qq", "-o", "APT::Sandbox::User=root", pkg])
-                    .current_dir(&cache)
+                    .current_dir(tmp.path())
                     .status()
                     .is_ok_and(|s| s.success());
-                match (ok, find()) {
-                    (true, Some(p)) => p,
+                match (ok, find(tmp.path())) {
+                    (true, Some(p)) => {
+                        let dest = cache.join(p.file_name().unwrap());
+                        std::fs::rename(&p, &dest).unwrap();
+                        dest
+                    }
                     _ => return super::skip_or_fail(&format!("apt-get download {pkg} failed")),
                 }
             }
