@@ -9,7 +9,7 @@ use clap::Args;
 use crate::dumpfile::ParseMode;
 use crate::erofs::writer::WriteOptions;
 use crate::fsverity::Algorithm;
-use crate::image::{self, BuildOptions, Source};
+use crate::image::{self, BuildOptions, RepoSink, Source};
 use crate::repo::Repository;
 use crate::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, ScanReport, XattrFilter};
 
@@ -103,6 +103,10 @@ pub struct CreateImage {
     /// Store file contents and the image in this repository (`images/<digest>`).
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
+    /// With --repo: neither use nor update the repository's stat cache (every file is read
+    /// and hashed again, even if unchanged since the last import).
+    #[arg(long, requires = "repo")]
+    no_cache: bool,
     /// Print the image's fs-verity digest.
     #[arg(long)]
     print_digest: bool,
@@ -124,7 +128,11 @@ impl CreateImage {
             .as_deref()
             .map(DigestStoreDir::open)
             .transpose()?;
-        let sink: Option<&dyn ContentSink> = match (&repo, &store) {
+        let repo_sink = repo
+            .as_ref()
+            .filter(|_| !self.source.from_dump)
+            .map(|r| RepoSink::new(r, !self.no_cache));
+        let sink: Option<&dyn ContentSink> = match (&repo_sink, &store) {
             (Some(r), _) => Some(r),
             (None, Some(s)) => Some(s),
             (None, None) => None,
@@ -153,12 +161,21 @@ impl CreateImage {
             }
             let stored = repo.write_image(&bytes)?;
             debug_assert_eq!(stored, digest);
+            if let Some(sink) = repo_sink {
+                // Only now: a failed import must not leave entries for objects it never
+                // stored (they would be re-checked anyway, but stay useless).
+                if let Err(e) = sink.save_cache() {
+                    tracing::warn!("{e:#}");
+                }
+            }
             if let Some(report) = &loaded.report {
                 tracing::info!(
-                    "{} external files: {} stored, {} already present",
+                    "{} external files: {} stored, {} already present ({} known from the stat \
+                     cache)",
                     report.external_files,
                     report.objects_stored,
-                    report.objects_present
+                    report.objects_present,
+                    report.cached_files
                 );
             }
         }

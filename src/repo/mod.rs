@@ -23,6 +23,10 @@
 
 mod images;
 mod objects;
+mod statcache;
+
+pub use objects::Imported;
+pub use statcache::StatCache;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
