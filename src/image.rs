@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 
 use crate::dumpfile::{self, ParseMode};
 use crate::erofs::writer::{self, WriteOptions};
-use crate::fsverity::{self, Algorithm, Digest};
+use crate::fsverity::{Algorithm, Digest, FsVerityHasher, HashingWriter};
 use crate::repo::{Imported, Repository, StatCache};
 use crate::tree::Tree;
 use crate::tree::from_dir::{self, ContentSink, FileKey, ScanOptions, ScanReport, Stored};
@@ -83,25 +83,29 @@ pub fn compute_id(tree: &Tree, opts: &WriteOptions, algorithm: Algorithm) -> Res
     Ok(writer::compute_digest(tree, opts, algorithm)?)
 }
 
-/// Image bytes and their fs-verity digest.
-pub fn build_image(
+/// Writes the image of `tree` to `path` and returns its fs-verity digest, computed while
+/// the bytes are written. The file appears atomically (temporary file in the same directory,
+/// then rename), so a reader never sees a partial image; `-` writes to standard output.
+pub fn write_image_file(
+    path: &Path,
     tree: &Tree,
     opts: &WriteOptions,
     algorithm: Algorithm,
-) -> Result<(Vec<u8>, Digest)> {
-    let bytes = writer::image_bytes(tree, opts)?;
-    let digest = fsverity::digest_bytes(algorithm, &bytes);
-    Ok((bytes, digest))
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename),
-/// so a reader never sees a partial image; `-` writes to standard output.
-pub fn write_image_file(path: &Path, bytes: &[u8]) -> Result<()> {
+) -> Result<Digest> {
     use std::io::Write;
+    let stream = |out: &mut dyn Write| -> Result<Digest> {
+        // The writer buffers its output itself.
+        let mut out = HashingWriter {
+            inner: out,
+            hasher: FsVerityHasher::new(algorithm),
+        };
+        writer::write_image(tree, opts, &mut out)?;
+        out.inner.flush()?;
+        Ok(out.hasher.finish())
+    };
     if path == Path::new("-") {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        return Ok(out.flush()?);
+        return stream(&mut std::io::stdout().lock())
+            .context("writing the image to standard output");
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -111,12 +115,12 @@ pub fn write_image_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".cfsctl-image-")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
+    let digest = stream(tmp.as_file_mut())
+        .and_then(|d| Ok(tmp.as_file().sync_all().map(|()| d)?))
         .with_context(|| format!("writing image {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("renaming the new image to {}", path.display()))?;
-    Ok(())
+    Ok(digest)
 }
 
 /// External objects the tree names that `repo` does not hold (e.g. an image made from a dump

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::dumpfile::ParseMode;
-use crate::erofs::writer::WriteOptions;
+use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::Algorithm;
 use crate::image::{self, BuildOptions, RepoSink, Source};
 use crate::repo::Repository;
@@ -145,12 +145,21 @@ impl CreateImage {
         if let Some(report) = &loaded.report {
             warn_skipped(report);
         }
-        let (bytes, digest) = image::build_image(&loaded.tree, &opts.write, algorithm)?;
-        if let Some(path) = self.image.as_deref().filter(|_| !self.print_digest_only) {
-            image::write_image_file(path, &bytes)?;
+        if let Some(sink) = repo_sink {
+            // Every object is stored once the scan succeeded: the cache can be written, and
+            // its memory is freed before the image is built.
+            if let Err(e) = sink.save_cache() {
+                tracing::warn!("{e:#}");
+            }
         }
+        let (tree, write) = (&loaded.tree, &opts.write);
+        let file = self.image.as_deref().filter(|_| !self.print_digest_only);
+        let mut digest = match file {
+            Some(path) => Some(image::write_image_file(path, tree, write, algorithm)?),
+            None => None,
+        };
         if let Some(repo) = &repo {
-            let missing = image::missing_objects(&loaded.tree, repo);
+            let missing = image::missing_objects(tree, repo);
             if let Some(first) = missing.first() {
                 tracing::warn!(
                     "{} objects the image names are not in {} (first: {first}); mounting it will \
@@ -159,15 +168,10 @@ impl CreateImage {
                     repo.path().display()
                 );
             }
-            let stored = repo.write_image(&bytes)?;
-            debug_assert_eq!(stored, digest);
-            if let Some(sink) = repo_sink {
-                // Only now: a failed import must not leave entries for objects it never
-                // stored (they would be re-checked anyway, but stay useless).
-                if let Err(e) = sink.save_cache() {
-                    tracing::warn!("{e:#}");
-                }
-            }
+            let stored =
+                repo.write_image_with(|mut w| Ok(writer::write_image(tree, write, &mut w)?))?;
+            debug_assert!(digest.is_none_or(|d| d == stored));
+            digest = Some(stored);
             if let Some(report) = &loaded.report {
                 tracing::info!(
                     "{} external files: {} stored, {} already present ({} known from the stat \
@@ -179,6 +183,10 @@ impl CreateImage {
                 );
             }
         }
+        let digest = match digest {
+            Some(d) => d,
+            None => image::compute_id(tree, write, algorithm)?,
+        };
         let show =
             self.print_digest || self.print_digest_only || (repo.is_some() && self.image.is_none());
         if show {

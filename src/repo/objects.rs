@@ -19,7 +19,7 @@ use rustix::io::Errno;
 
 use super::{RepoError, Repository, describe_fd, mkdir_exist_ok, proc_fd_path, temp_name};
 use crate::fsverity::ioctl::{EnableError, compute_digest_at, measure_verity};
-use crate::fsverity::{Digest, FsVerityHasher, digest_bytes, ioctl::enable_verity};
+use crate::fsverity::{Digest, FsVerityHasher, HashingWriter, digest_bytes, ioctl::enable_verity};
 
 /// How many times `FS_IOC_ENABLE_VERITY` is retried on ETXTBSY: a thread that forks while we
 /// hold the writable descriptor keeps it open in the child until that child execs.
@@ -355,6 +355,34 @@ impl Repository {
         let what = || format!("writing object {digest} to {}", self.path.display());
         let mut tmp = TmpObject::create(self).with_context(what)?;
         tmp.file().write_all(data).with_context(what)?;
+        tmp.finish(Some(digest), &what)
+    }
+
+    /// Stores what `produce` writes as an object and returns its digest, hashed on the way:
+    /// nothing is held in memory (an image of a large tree is tens of megabytes). Nothing is
+    /// stored if `produce` fails.
+    pub fn write_object_with(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<Digest> {
+        let what = || format!("writing an object to {}", self.path.display());
+        let mut tmp = TmpObject::create(self).with_context(what)?;
+        let digest = {
+            let mut out = HashingWriter {
+                inner: io::BufWriter::with_capacity(256 * 1024, tmp.file()),
+                hasher: FsVerityHasher::new(self.algorithm),
+            };
+            produce(&mut out)?;
+            let HashingWriter { inner, hasher } = out;
+            inner
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(what)?;
+            hasher.finish()
+        };
+        if self.has_object(&digest) {
+            return Ok(digest);
+        }
         tmp.finish(Some(digest), &what)
     }
 
