@@ -159,7 +159,12 @@ impl CreateImage {
             None => None,
         };
         if let Some(repo) = &repo {
-            let missing = image::missing_objects(tree, repo);
+            // A directory scan stored (or found) every object already; a dump names objects
+            // that may never have been imported.
+            let missing = match loaded.report {
+                Some(_) => Vec::new(),
+                None => image::missing_objects(tree, repo),
+            };
             if let Some(first) = missing.first() {
                 tracing::warn!(
                     "{} objects the image names are not in {} (first: {first}); mounting it will \
