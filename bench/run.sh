@@ -22,7 +22,7 @@ command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null
 
 cargo build --release -q
-CFS=$PWD/target/release/cfsctl
+CFS=${CARGO_TARGET_DIR:-$PWD/target}/release/cfsctl
 [ -d "$CACHE/tree" ] || bench/make-tree.sh "$CACHE/tree" >&2
 
 rm -rf "$SHM" "$DISK"; mkdir -p "$SHM" "$DISK"
