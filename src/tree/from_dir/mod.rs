@@ -18,7 +18,8 @@
 //!   [`ScanOptions::skip_sockets`] drops them (warned and counted).
 //!
 //! Metadata is read on the calling thread; file contents are hashed (and handed to a
-//! [`ContentSink`]) on a pool of worker threads (`hash.rs`).
+//! [`ContentSink`]) on a pool of worker threads (`hash.rs`). A sink that knows a file's
+//! digest from its [`FileKey`] (a stat cache) spares the scan from reading it at all.
 
 mod hash;
 mod sink;
