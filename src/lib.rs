@@ -13,5 +13,6 @@ pub mod erofs;
 pub mod fsverity;
 pub mod image;
 pub mod mount;
+pub mod oci;
 pub mod repo;
 pub mod tree;

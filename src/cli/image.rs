@@ -107,6 +107,10 @@ pub struct CreateImage {
     /// and hashed again, even if unchanged since the last import).
     #[arg(long, requires = "repo")]
     no_cache: bool,
+    /// Also point this ref (e.g. `local/myimage`) at the image: refs are what `cfsctl gc`
+    /// keeps, an image without one is collected.
+    #[arg(long = "ref", value_name = "NAME", requires = "repo")]
+    ref_name: Option<String>,
     /// Print the image's fs-verity digest.
     #[arg(long)]
     print_digest: bool,
@@ -119,6 +123,9 @@ pub struct CreateImage {
 
 impl CreateImage {
     pub fn run(self) -> Result<()> {
+        if let Some(name) = &self.ref_name {
+            crate::repo::validate_ref_name(name)?;
+        }
         let repo = self.repo.as_deref().map(Repository::open).transpose()?;
         if self.image.is_none() && repo.is_none() && !self.print_digest_only {
             bail!("no IMAGE given: name an output file, or use --repo or --print-digest-only");
@@ -177,6 +184,9 @@ impl CreateImage {
                 repo.write_image_with(|mut w| Ok(writer::write_image(tree, write, &mut w)?))?;
             debug_assert!(digest.is_none_or(|d| d == stored));
             digest = Some(stored);
+            if let Some(name) = &self.ref_name {
+                repo.set_ref(name, &stored)?;
+            }
             if let Some(report) = &loaded.report {
                 tracing::info!(
                     "{} external files: {} stored, {} already present ({} known from the stat \

@@ -2,6 +2,7 @@
 //! its own beyond choosing defaults.
 
 mod image;
+mod maint;
 mod repo;
 
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ enum Command {
     Init(repo::Init),
     /// Mount an image (a file, or a digest or ref in the repository) read-only.
     Mount(repo::Mount),
+    /// Remove objects no ref reaches, and stale temporary files.
+    Gc(maint::Gc),
+    /// Check every object, image, ref and link; exit status 1 on any problem.
+    Fsck(maint::Fsck),
 }
 
 /// Entry point of the `cfsctl` binary.
@@ -55,6 +60,8 @@ pub fn main() -> ExitCode {
         Command::Dump(c) => c.run(),
         Command::Init(c) => c.run(),
         Command::Mount(c) => c.run(),
+        Command::Gc(c) => c.run(),
+        Command::Fsck(c) => c.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

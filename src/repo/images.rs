@@ -169,8 +169,8 @@ impl Repository {
         }
     }
 
-    /// Every image (`images/<hex>`), sorted. With [`list_refs`](Self::list_refs), the GC
-    /// roots.
+    /// Every image (`images/<hex>`), sorted. These are not GC roots: only refs are
+    /// (`docs/repository.md`, "What keeps an object alive").
     pub fn list_images(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for (name, _) in read_dir_names(&self.images).context("listing images/")? {

@@ -18,15 +18,25 @@
 //! to decide on it (`err.downcast_ref::<RepoError>()`), with context naming the path/digest.
 //!
 //! Locking: [`Repository::open`] holds a shared `flock` on the repository directory for the
-//! life of the value; garbage collection (future) takes it exclusively with
+//! life of the value; garbage collection ([`Repository::gc`]) takes it exclusively with
 //! [`Repository::lock_exclusive`], which waits until no other process has the repository open.
 
+mod fsck;
+mod gc;
 mod images;
 mod objects;
 mod statcache;
+mod stream;
 
 pub use objects::Imported;
 pub use statcache::StatCache;
+pub use stream::StreamObjectError;
+
+pub use fsck::{FsckKind, FsckOptions, FsckProblem, FsckReport};
+pub use gc::{
+    DanglingRef, GcError, GcOptions, GcReport, OBJECT_LIST_MAGIC, format_object_list,
+    parse_object_list,
+};
 
 use std::fs::File;
 use std::io::{self, Read, Write};

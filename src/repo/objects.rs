@@ -108,7 +108,11 @@ impl<'r> TmpObject<'r> {
     /// Enables fs-verity (when the repository supports it) and names the object `digest`,
     /// or measures it when `digest` is `None`. Checks the kernel's measurement against the
     /// userspace digest when both exist. Returns the object's digest.
-    fn finish(mut self, known: Option<Digest>, what: &dyn Fn() -> String) -> Result<Digest> {
+    pub(super) fn finish(
+        mut self,
+        known: Option<Digest>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Digest> {
         let repo = self.repo;
         let mut digest = known;
         if repo.verity_supported {

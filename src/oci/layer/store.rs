@@ -1,0 +1,55 @@
+//! Keeping layer trees in the repository: a layer tree is written as a composefs image with
+//! the default format versions (0, raised to 1 when the layer has whiteouts, exactly as
+//! mkcomposefs would for the same tree) and stored as an object. Its fs-verity digest is the
+//! layer's `containers.composefs.layer.fsverity` value; reading the object back gives the
+//! same tree, so images can be re-merged without fetching the layer again.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+
+use super::{LayerTree, OPAQUE_XATTR};
+use crate::erofs::reader::read_image;
+use crate::erofs::writer::{WriteOptions, compute_digest, image_bytes};
+use crate::fsverity::{Algorithm, Digest};
+use crate::oci::merge::compact;
+use crate::repo::Repository;
+
+/// Format versions of layer images (mkcomposefs's defaults).
+fn write_options() -> WriteOptions {
+    WriteOptions::default()
+}
+
+/// The fs-verity digest of the layer's composefs image, without storing anything.
+pub fn layer_digest(layer: &LayerTree, algorithm: Algorithm) -> Result<Digest> {
+    Ok(compute_digest(&layer.tree, &write_options(), algorithm)?)
+}
+
+/// Writes the layer's composefs image into the repository as an object; returns its digest.
+/// The image names the layer's file objects, so a gc that keeps it keeps them.
+pub fn store_layer(repo: &Repository, layer: &LayerTree) -> Result<Digest> {
+    let bytes = image_bytes(&layer.tree, &write_options()).context("writing the layer image")?;
+    repo.write_object(&bytes)
+}
+
+/// Reads a layer tree stored by [`store_layer`].
+pub fn load_layer(repo: &Repository, digest: &Digest) -> Result<LayerTree> {
+    let mut bytes = Vec::new();
+    repo.open_object(digest)?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading layer image {digest}"))?;
+    let mut tree = read_image(&bytes).with_context(|| format!("reading layer image {digest}"))?;
+    // The writer marks a directory holding whiteouts with an opaque value "x" (format
+    // version 1) and `user.overlay.*` twins of its markers; the reader hands those back as
+    // xattrs. Imported trees never hold such xattrs (`trusted.overlay.*` and
+    // `user.overlay.*` are dropped from tars), so they are the writer's and go.
+    for inode in &mut tree.inodes {
+        inode.xattrs.retain(|x| {
+            !(x.name.starts_with(b"user.overlay.")
+                || (&*x.name == OPAQUE_XATTR && &*x.value != b"y"))
+        });
+    }
+    Ok(LayerTree {
+        tree: compact(&tree),
+    })
+}
