@@ -1,6 +1,6 @@
 #!/bin/bash
 # Benchmarks cfsctl against the machine's limits and its peers, and prints a table.
-#   bench/run.sh [--quick]
+#   bench/run.sh [--quick]      (BENCH_PLACES="tmpfs" skips the disk runs)
 # Inputs: (a) the cs9-x86_64-developer golden dump (64k entries) -> image;
 #         (b) a real tree from Debian packages (bench/make-tree.sh, 52k entries, 1.6 GB),
 #             measured on tmpfs (/dev/shm, no disk noise) and on disk ($BENCH_DISK, /var/tmp).
@@ -22,7 +22,7 @@ command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null
 
 cargo build --release -q
-CFS=$PWD/target/release/cfsctl
+CFS=${CARGO_TARGET_DIR:-$PWD/target}/release/cfsctl
 [ -d "$CACHE/tree" ] || bench/make-tree.sh "$CACHE/tree" >&2
 
 rm -rf "$SHM" "$DISK"; mkdir -p "$SHM" "$DISK"
@@ -41,7 +41,9 @@ measure() {
   local best="" rss="" prep=$1; shift
   for _ in $(seq "$REPS"); do
     eval "$prep"
-    local out; out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    # -o: the command's own stderr is discarded, time's report must not be.
+    /usr/bin/time -o "$SHM/.time" -f '%e %M' "$@" >/dev/null 2>/dev/null
+    local out; out=$(tail -1 "$SHM/.time")
     local t=${out% *} m=${out#* }
     if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$((m / 1024)); fi
   done
@@ -54,7 +56,7 @@ SHA=$(openssl speed -multi "$NCPU" -seconds 2 -bytes 16384 sha256 2>/dev/null | 
 SHA_GBS=$(awk "BEGIN{printf \"%.2f\", $SHA/1e9}")
 row "limit: sha256 x $NCPU cores" openssl "-" "-" "$SHA_GBS GB/s"
 
-for where in tmpfs disk; do
+for where in ${BENCH_PLACES:-tmpfs disk}; do
   if [ $where = tmpfs ]; then B=$SHM; else B=$DISK; cp -a "$SHM/tree" "$DISK/tree"; fi
   read -r CP _ < <(measure "rm -rf $B/cp" cp -a "$B/tree" "$B/cp"); rm -rf "$B/cp"
   row "limit: cp -a tree ($where)" cp "$CP" "-" "write floor"

@@ -6,15 +6,18 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
 use crate::dumpfile::{self, ParseMode};
 use crate::erofs::writer::{self, WriteOptions};
-use crate::fsverity::{self, Algorithm, Digest};
-use crate::repo::Repository;
+use crate::fsverity::{Algorithm, Digest, FsVerityHasher, HashingWriter};
+use crate::repo::{Imported, Repository, StatCache};
 use crate::tree::Tree;
-use crate::tree::from_dir::{self, ContentSink, ScanOptions, ScanReport};
+use crate::tree::from_dir::{self, ContentSink, FileKey, ScanOptions, ScanReport, Stored};
 
 /// Where a tree comes from.
 #[derive(Clone, Debug)]
@@ -80,25 +83,29 @@ pub fn compute_id(tree: &Tree, opts: &WriteOptions, algorithm: Algorithm) -> Res
     Ok(writer::compute_digest(tree, opts, algorithm)?)
 }
 
-/// Image bytes and their fs-verity digest.
-pub fn build_image(
+/// Writes the image of `tree` to `path` and returns its fs-verity digest, computed while
+/// the bytes are written. The file appears atomically (temporary file in the same directory,
+/// then rename), so a reader never sees a partial image; `-` writes to standard output.
+pub fn write_image_file(
+    path: &Path,
     tree: &Tree,
     opts: &WriteOptions,
     algorithm: Algorithm,
-) -> Result<(Vec<u8>, Digest)> {
-    let bytes = writer::image_bytes(tree, opts)?;
-    let digest = fsverity::digest_bytes(algorithm, &bytes);
-    Ok((bytes, digest))
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename),
-/// so a reader never sees a partial image; `-` writes to standard output.
-pub fn write_image_file(path: &Path, bytes: &[u8]) -> Result<()> {
+) -> Result<Digest> {
     use std::io::Write;
+    let stream = |out: &mut dyn Write| -> Result<Digest> {
+        // The writer buffers its output itself.
+        let mut out = HashingWriter {
+            inner: out,
+            hasher: FsVerityHasher::new(algorithm),
+        };
+        writer::write_image(tree, opts, &mut out)?;
+        out.inner.flush()?;
+        Ok(out.hasher.finish())
+    };
     if path == Path::new("-") {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        return Ok(out.flush()?);
+        return stream(&mut std::io::stdout().lock())
+            .context("writing the image to standard output");
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -108,12 +115,12 @@ pub fn write_image_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".cfsctl-image-")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
+    let digest = stream(tmp.as_file_mut())
+        .and_then(|d| Ok(tmp.as_file().sync_all().map(|()| d)?))
         .with_context(|| format!("writing image {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("renaming the new image to {}", path.display()))?;
-    Ok(())
+    Ok(digest)
 }
 
 /// External objects the tree names that `repo` does not hold (e.g. an image made from a dump
@@ -139,12 +146,182 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-impl ContentSink for Repository {
+/// A repository as the [`ContentSink`] of a directory scan: new files are read once (hashed
+/// while copied into the store), and with a [`StatCache`] unchanged files are not read at all.
+pub struct RepoSink<'r> {
+    repo: &'r Repository,
+    /// `None`: `--no-cache`, neither read nor written.
+    cache: Option<StatCache>,
+    scan_start: SystemTime,
+    seen: Mutex<Vec<(FileKey, Digest)>>,
+    /// Files found already stored / newly stored by [`ContentSink::import`], to choose how
+    /// the next one is imported.
+    present: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl<'r> RepoSink<'r> {
+    /// A sink storing into `repo`; `use_cache` reads and, on [`save_cache`](Self::save_cache),
+    /// rewrites its stat cache.
+    pub fn new(repo: &'r Repository, use_cache: bool) -> Self {
+        RepoSink {
+            repo,
+            cache: use_cache.then(|| StatCache::load(repo)),
+            scan_start: SystemTime::now(),
+            seen: Mutex::new(Vec::new()),
+            present: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the repository's stat cache with the files of this scan. Call it only once
+    /// the scan succeeded.
+    pub fn save_cache(self) -> Result<()> {
+        if self.cache.is_none() {
+            return Ok(());
+        }
+        drop(self.cache);
+        let seen = self
+            .seen
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        StatCache::save(self.repo, seen, self.scan_start)
+    }
+}
+
+impl ContentSink for RepoSink<'_> {
     fn contains(&self, digest: &Digest) -> bool {
-        self.has_object(digest)
+        self.repo.has_object(digest)
     }
 
     fn store(&self, file: &File, _size: u64, digest: &Digest) -> Result<()> {
-        self.import_file(file, Some(*digest)).map(|_| ())
+        self.repo.import_file(file, Some(*digest)).map(|_| ())
+    }
+
+    fn import(
+        &self,
+        file: &File,
+        size: u64,
+        algorithm: Algorithm,
+        buf: &mut [u8],
+    ) -> Result<(Digest, Stored)> {
+        // Mostly new content: copy while hashing (one read). Mostly known content: hash
+        // first and skip the write.
+        if self.present.load(Ordering::Relaxed) > self.stored.load(Ordering::Relaxed) {
+            let digest = from_dir::digest_file(file, size, algorithm, buf).context("reading")?;
+            if self.repo.has_object(&digest) {
+                self.present.fetch_add(1, Ordering::Relaxed);
+                return Ok((digest, Stored::AlreadyPresent));
+            }
+            self.repo.import_file(file, Some(digest))?;
+            self.stored.fetch_add(1, Ordering::Relaxed);
+            return Ok((digest, Stored::New));
+        }
+        let (digest, imported) = self.repo.import_file_once(file, size, buf)?;
+        Ok(match imported {
+            Imported::Stored => {
+                self.stored.fetch_add(1, Ordering::Relaxed);
+                (digest, Stored::New)
+            }
+            Imported::AlreadyPresent => {
+                self.present.fetch_add(1, Ordering::Relaxed);
+                (digest, Stored::AlreadyPresent)
+            }
+        })
+    }
+
+    fn cached_digest(&self, file: &FileKey) -> Option<Digest> {
+        self.cache
+            .as_ref()?
+            .lookup(file)
+            .filter(|d| self.repo.has_object(d))
+    }
+
+    fn remember(&self, file: &FileKey, digest: &Digest) {
+        if self.cache.is_some() {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((*file, *digest));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fsverity::digest_bytes;
+
+    /// Imports `dir` into `repo` with the stat cache, as if the scan had started at
+    /// `scan_start`, and saves the cache.
+    fn import(repo: &Repository, dir: &Path, scan_start: SystemTime) -> (Tree, ScanReport) {
+        let mut sink = RepoSink::new(repo, true);
+        sink.scan_start = scan_start;
+        let loaded = load(
+            &Source::Directory(dir.to_owned()),
+            &BuildOptions::default(),
+            Some(&sink),
+        )
+        .unwrap();
+        sink.save_cache().unwrap();
+        (loaded.tree, loaded.report.unwrap())
+    }
+
+    fn digest_of(tree: &Tree, path: &str) -> Digest {
+        tree.inodes[tree.lookup(path.as_bytes()).unwrap()]
+            .digest
+            .unwrap()
+    }
+
+    #[test]
+    fn stat_cache_hits_misses_and_racy_entries() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path().join("repo"), Algorithm::Sha256).unwrap();
+        let src = td.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("a"), [b'a'; 100]).unwrap();
+        std::fs::write(src.join("b"), [b'b'; 200]).unwrap();
+        // Files changed "long before" the scan: trusted.
+        let later = SystemTime::now() + Duration::from_secs(60);
+
+        let (_, first) = import(&repo, &src, later);
+        assert_eq!((first.cached_files, first.objects_stored), (0, 2));
+        let (tree, second) = import(&repo, &src, later);
+        assert_eq!((second.cached_files, second.hashed_bytes), (2, 0));
+        assert_eq!(
+            digest_of(&tree, "a"),
+            digest_bytes(Algorithm::Sha256, &[b'a'; 100])
+        );
+
+        // Same size, mtime put back: the ctime still tells.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.join("a"))
+            .unwrap();
+        let mtime = f.metadata().unwrap().modified().unwrap();
+        std::io::Write::write_all(&mut &f, &[b'c'; 100]).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let (tree, third) = import(&repo, &src, later);
+        assert_eq!((third.cached_files, third.objects_stored), (1, 1));
+        assert_eq!(
+            digest_of(&tree, "a"),
+            digest_bytes(Algorithm::Sha256, &[b'c'; 100])
+        );
+
+        // An object gone from the store (gc) is read again.
+        let b = digest_bytes(Algorithm::Sha256, &[b'b'; 200]);
+        std::fs::remove_file(repo.object_path(&b)).unwrap();
+        let (_, fourth) = import(&repo, &src, later);
+        assert_eq!((fourth.cached_files, fourth.objects_stored), (1, 1));
+
+        // Scanned right after the files changed: racy, so not cached.
+        let (_, fifth) = import(&repo, &src, SystemTime::now());
+        assert_eq!(fifth.cached_files, 2);
+        let (_, sixth) = import(&repo, &src, SystemTime::now());
+        assert_eq!(sixth.cached_files, 0);
+        assert_eq!(sixth.objects_present, 2);
     }
 }

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::dumpfile::ParseMode;
-use crate::erofs::writer::WriteOptions;
+use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::Algorithm;
-use crate::image::{self, BuildOptions, Source};
+use crate::image::{self, BuildOptions, RepoSink, Source};
 use crate::repo::Repository;
 use crate::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, ScanReport, XattrFilter};
 
@@ -103,6 +103,10 @@ pub struct CreateImage {
     /// Store file contents and the image in this repository (`images/<digest>`).
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
+    /// With --repo: neither use nor update the repository's stat cache (every file is read
+    /// and hashed again, even if unchanged since the last import).
+    #[arg(long, requires = "repo")]
+    no_cache: bool,
     /// Also point this ref (e.g. `local/myimage`) at the image: refs are what `cfsctl gc`
     /// keeps, an image without one is collected.
     #[arg(long = "ref", value_name = "NAME", requires = "repo")]
@@ -131,7 +135,11 @@ impl CreateImage {
             .as_deref()
             .map(DigestStoreDir::open)
             .transpose()?;
-        let sink: Option<&dyn ContentSink> = match (&repo, &store) {
+        let repo_sink = repo
+            .as_ref()
+            .filter(|_| !self.source.from_dump)
+            .map(|r| RepoSink::new(r, !self.no_cache));
+        let sink: Option<&dyn ContentSink> = match (&repo_sink, &store) {
             (Some(r), _) => Some(r),
             (None, Some(s)) => Some(s),
             (None, None) => None,
@@ -144,12 +152,26 @@ impl CreateImage {
         if let Some(report) = &loaded.report {
             warn_skipped(report);
         }
-        let (bytes, digest) = image::build_image(&loaded.tree, &opts.write, algorithm)?;
-        if let Some(path) = self.image.as_deref().filter(|_| !self.print_digest_only) {
-            image::write_image_file(path, &bytes)?;
+        if let Some(sink) = repo_sink {
+            // Every object is stored once the scan succeeded: the cache can be written, and
+            // its memory is freed before the image is built.
+            if let Err(e) = sink.save_cache() {
+                tracing::warn!("{e:#}");
+            }
         }
+        let (tree, write) = (&loaded.tree, &opts.write);
+        let file = self.image.as_deref().filter(|_| !self.print_digest_only);
+        let mut digest = match file {
+            Some(path) => Some(image::write_image_file(path, tree, write, algorithm)?),
+            None => None,
+        };
         if let Some(repo) = &repo {
-            let missing = image::missing_objects(&loaded.tree, repo);
+            // A directory scan stored (or found) every object already; a dump names objects
+            // that may never have been imported.
+            let missing = match loaded.report {
+                Some(_) => Vec::new(),
+                None => image::missing_objects(tree, repo),
+            };
             if let Some(first) = missing.first() {
                 tracing::warn!(
                     "{} objects the image names are not in {} (first: {first}); mounting it will \
@@ -158,20 +180,28 @@ impl CreateImage {
                     repo.path().display()
                 );
             }
-            let stored = repo.write_image(&bytes)?;
-            debug_assert_eq!(stored, digest);
+            let stored =
+                repo.write_image_with(|mut w| Ok(writer::write_image(tree, write, &mut w)?))?;
+            debug_assert!(digest.is_none_or(|d| d == stored));
+            digest = Some(stored);
             if let Some(name) = &self.ref_name {
                 repo.set_ref(name, &stored)?;
             }
             if let Some(report) = &loaded.report {
                 tracing::info!(
-                    "{} external files: {} stored, {} already present",
+                    "{} external files: {} stored, {} already present ({} known from the stat \
+                     cache)",
                     report.external_files,
                     report.objects_stored,
-                    report.objects_present
+                    report.objects_present,
+                    report.cached_files
                 );
             }
         }
+        let digest = match digest {
+            Some(d) => d,
+            None => image::compute_id(tree, write, algorithm)?,
+        };
         let show =
             self.print_digest || self.print_digest_only || (repo.is_some() && self.image.is_none());
         if show {

@@ -332,6 +332,26 @@ impl FsVerityHasher {
     }
 }
 
+/// Hashes what it passes on to `inner`.
+pub struct HashingWriter<W> {
+    /// Where the bytes go.
+    pub inner: W,
+    /// What they hash to so far.
+    pub hasher: FsVerityHasher,
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The fs-verity digest of a byte slice.
 pub fn digest_bytes(algorithm: Algorithm, data: &[u8]) -> Digest {
     let mut h = FsVerityHasher::new(algorithm);

@@ -24,6 +24,17 @@ impl Repository {
         Ok(digest)
     }
 
+    /// Stores the image `produce` writes (streamed, see
+    /// [`write_object_with`](Self::write_object_with)) and publishes it as `images/<hex>`.
+    pub fn write_image_with(
+        &self,
+        produce: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<Digest> {
+        let digest = self.write_object_with(produce)?;
+        self.link_image(&digest)?;
+        Ok(digest)
+    }
+
     /// Publishes an already stored object as `images/<hex>` (after making the repository
     /// durable). For writers that stream an image with [`import_file`](Self::import_file).
     pub fn link_image(&self, digest: &Digest) -> Result<()> {

@@ -25,8 +25,11 @@ mod fsck;
 mod gc;
 mod images;
 mod objects;
+mod statcache;
 mod stream;
 
+pub use objects::Imported;
+pub use statcache::StatCache;
 pub use stream::StreamObjectError;
 
 pub use fsck::{FsckKind, FsckOptions, FsckProblem, FsckReport};

@@ -19,7 +19,7 @@ use rustix::io::Errno;
 
 use super::{RepoError, Repository, describe_fd, mkdir_exist_ok, proc_fd_path, temp_name};
 use crate::fsverity::ioctl::{EnableError, compute_digest_at, measure_verity};
-use crate::fsverity::{Digest, FsVerityHasher, digest_bytes, ioctl::enable_verity};
+use crate::fsverity::{Digest, FsVerityHasher, HashingWriter, digest_bytes, ioctl::enable_verity};
 
 /// How many times `FS_IOC_ENABLE_VERITY` is retried on ETXTBSY: a thread that forks while we
 /// hold the writable descriptor keeps it open in the child until that child execs.
@@ -205,6 +205,15 @@ fn enable_with_retries(file: &File, repo: &Repository) -> Result<(), EnableError
     }
 }
 
+/// Whether an import wrote a new object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// This call stored the object.
+    Stored,
+    /// The object was already there; nothing was linked.
+    AlreadyPresent,
+}
+
 /// How content reached the temporary file.
 enum Copied {
     /// The data went through userspace and was hashed on the way.
@@ -246,6 +255,39 @@ fn copy_content(src: &File, dst: &File, repo: &Repository) -> io::Result<Copied>
         offset += n as u64;
     }
     Ok(Copied::Hashed(hasher.finish()))
+}
+
+/// Copies the first `size` bytes of `src` to the start of `dst` through `buf`, hashing on
+/// the way. A file shorter than `size` is an error.
+fn copy_hashing(
+    src: &File,
+    dst: &File,
+    size: u64,
+    algorithm: crate::fsverity::Algorithm,
+    buf: &mut [u8],
+) -> io::Result<Digest> {
+    let mut hasher = FsVerityHasher::new(algorithm);
+    let mut offset = 0u64;
+    while offset < size {
+        let want = buf
+            .len()
+            .min(usize::try_from(size - offset).unwrap_or(usize::MAX));
+        let n = match src.read_at(&mut buf[..want], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being read",
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all_at(&buf[..n], offset)?;
+        offset += n as u64;
+    }
+    Ok(hasher.finish())
 }
 
 /// `copy_file_range` until EOF. `Ok(false)` when the kernel cannot do it for these files
@@ -320,6 +362,34 @@ impl Repository {
         tmp.finish(Some(digest), &what)
     }
 
+    /// Stores what `produce` writes as an object and returns its digest, hashed on the way:
+    /// nothing is held in memory (an image of a large tree is tens of megabytes). Nothing is
+    /// stored if `produce` fails.
+    pub fn write_object_with(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<Digest> {
+        let what = || format!("writing an object to {}", self.path.display());
+        let mut tmp = TmpObject::create(self).with_context(what)?;
+        let digest = {
+            let mut out = HashingWriter {
+                inner: io::BufWriter::with_capacity(256 * 1024, tmp.file()),
+                hasher: FsVerityHasher::new(self.algorithm),
+            };
+            produce(&mut out)?;
+            let HashingWriter { inner, hasher } = out;
+            inner
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(what)?;
+            hasher.finish()
+        };
+        if self.has_object(&digest) {
+            return Ok(digest);
+        }
+        tmp.finish(Some(digest), &what)
+    }
+
     /// Stores the whole content of `src` as an object and returns its digest.
     ///
     /// With `expected`, an already present object is not copied again, and content whose
@@ -358,6 +428,41 @@ impl Repository {
         }
         // finish() compares the kernel's measurement with whichever digest we know.
         tmp.finish(userspace.or(expected), &what)
+    }
+
+    /// Stores the first `size` bytes of `src` in one pass: read into `buf` with `pread`,
+    /// hashed and written to an unnamed temporary file in the same loop, then linked under
+    /// their digest, or dropped when an object with that digest appeared meanwhile (another
+    /// thread or process stored the same content). Returns the digest and whether this call
+    /// stored it.
+    ///
+    /// For callers that do not know the digest yet and expect most content to be new: the
+    /// file is read once instead of once to hash and once to copy. On a repository with
+    /// fs-verity the kernel copies and hashes instead ([`import_file`](Self::import_file)).
+    pub fn import_file_once(
+        &self,
+        src: &File,
+        size: u64,
+        buf: &mut [u8],
+    ) -> Result<(Digest, Imported)> {
+        let what = || {
+            format!(
+                "importing {} into {}",
+                describe_fd(src),
+                self.path.display()
+            )
+        };
+        if self.verity_supported {
+            let digest = self.import_file(src, None)?;
+            return Ok((digest, Imported::Stored));
+        }
+        let mut tmp = TmpObject::create(self).with_context(what)?;
+        let digest = copy_hashing(src, tmp.file(), size, self.algorithm, buf).with_context(what)?;
+        if self.has_object(&digest) {
+            return Ok((digest, Imported::AlreadyPresent));
+        }
+        tmp.finish(Some(digest), &what)?;
+        Ok((digest, Imported::Stored))
     }
 
     /// Stores `data` through the named-temporary-file path (filesystems without O_TMPFILE).

@@ -34,21 +34,21 @@ impl<'p> SharedXattrs<'p> {
     /// Counts every (name, value) pair and shares those used more than once, ordered by
     /// name, then value length, then value, all descending (mkcomposefs's `xattrs_ht_sort`).
     pub fn compute(nodes: &'p [Node<'p>]) -> Self {
-        let mut counts: HashMap<XattrKey, (u32, &NodeXattr)> = HashMap::new();
-        for node in nodes {
-            for x in &node.xattrs {
-                counts.entry((&x.name, &x.value)).or_insert((0, x)).0 += 1;
-            }
-        }
-        let mut list: Vec<&NodeXattr> = counts
-            .values()
-            .filter(|(n, _)| *n > 1)
-            .map(|(_, x)| *x)
-            .collect();
-        drop(counts);
-        list.sort_unstable_by(|a, b| {
+        // Every xattr in the final order, so equal pairs are adjacent and the shared ones
+        // can be picked from the runs: a list of references takes a fraction of the memory
+        // of a map counting them (each external file has two xattrs of its own).
+        let mut all: Vec<&NodeXattr> =
+            Vec::with_capacity(nodes.iter().map(|n| n.xattrs.len()).sum());
+        all.extend(nodes.iter().flat_map(|n| &n.xattrs));
+        all.sort_unstable_by(|a, b| {
             (&b.name, b.value.len(), &b.value).cmp(&(&a.name, a.value.len(), &a.value))
         });
+        let list: Vec<&NodeXattr> = all
+            .chunk_by(|a, b| a.name == b.name && a.value == b.value)
+            .filter(|run| run.len() > 1)
+            .map(|run| run[0])
+            .collect();
+        drop(all);
         let mut offsets = HashMap::with_capacity(list.len());
         let mut size = 0u64;
         for x in &list {

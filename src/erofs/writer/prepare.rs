@@ -352,6 +352,8 @@ pub fn prepare(
                 None => Cow::Borrowed(&[]),
             };
             let budget = &mut budgets[i];
+            // Usually the only two: no room for more (a Vec grows to 4).
+            node.xattrs.reserve_exact(2);
             let added =
                 set_xattr(&mut node.xattrs, budget, XATTR_METACOPY, value).and_then(
                     |()| match inode.payload.as_deref() {

@@ -15,7 +15,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{ContentSink, ScanReport};
+use super::{ContentSink, FileKey, ScanReport, Stored};
 use crate::fsverity::{Algorithm, Digest, FsVerityHasher};
 use crate::tree::{InodeId, Tree};
 
@@ -46,6 +46,8 @@ pub(super) struct Job {
     pub size: u64,
     /// For messages.
     pub path: PathBuf,
+    /// For the sink's cache.
+    pub key: FileKey,
 }
 
 /// What the sink did with a file.
@@ -222,22 +224,27 @@ fn process(
     sink: Option<&dyn ContentSink>,
     buf: &mut [u8],
 ) -> Result<(Digest, SinkOutcome)> {
-    let digest = digest_file(&job.file, job.size, algorithm, buf)
-        .with_context(|| format!("reading {}", job.path.display()))?;
     let Some(sink) = sink else {
+        let digest = digest_file(&job.file, job.size, algorithm, buf)
+            .with_context(|| format!("reading {}", job.path.display()))?;
         return Ok((digest, SinkOutcome::NoSink));
     };
-    if sink.contains(&digest) {
-        return Ok((digest, SinkOutcome::AlreadyPresent));
-    }
-    sink.store(&job.file, job.size, &digest)
-        .with_context(|| format!("storing the content of {}", job.path.display()))?;
-    Ok((digest, SinkOutcome::Stored))
+    let (digest, stored) = sink
+        .import(&job.file, job.size, algorithm, buf)
+        .with_context(|| format!("importing {}", job.path.display()))?;
+    sink.remember(&job.key, &digest);
+    Ok((
+        digest,
+        match stored {
+            Stored::New => SinkOutcome::Stored,
+            Stored::AlreadyPresent => SinkOutcome::AlreadyPresent,
+        },
+    ))
 }
 
 /// The fs-verity digest of the first `size` bytes of `file`, read with `pread` into `buf`
 /// and hashed in place. A file shorter than `size` is an error.
-pub(super) fn digest_file(
+pub fn digest_file(
     file: &File,
     size: u64,
     algorithm: Algorithm,

@@ -18,7 +18,8 @@
 //!   [`ScanOptions::skip_sockets`] drops them (warned and counted).
 //!
 //! Metadata is read on the calling thread; file contents are hashed (and handed to a
-//! [`ContentSink`]) on a pool of worker threads (`hash.rs`).
+//! [`ContentSink`]) on a pool of worker threads (`hash.rs`). A sink that knows a file's
+//! digest from its [`FileKey`] (a stat cache) spares the scan from reading it at all.
 
 mod hash;
 mod sink;
@@ -39,7 +40,8 @@ use rustix::fs::{Advice, AtFlags, CWD, FileType as DirentType, Mode, OFlags, Sta
 use super::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode};
 use crate::fsverity::Algorithm;
 
-pub use sink::{ContentSink, DigestStoreDir};
+pub use hash::digest_file;
+pub use sink::{ContentSink, DigestStoreDir, FileKey, Stored};
 
 /// Largest regular file stored inside the image instead of as an external object
 /// (`LCFS_RECOMMENDED_INLINE_CONTENT_MAX` in `libcomposefs/lcfs-writer.h`).
@@ -109,8 +111,10 @@ pub struct ScanReport {
     pub special_files: u64,
     /// Extra names of hard-linked inodes (only with [`ScanOptions::hardlinks`]).
     pub hardlinks: u64,
-    /// External files the sink already had.
+    /// External files the sink already had (the cached ones included).
     pub objects_present: u64,
+    /// External files not read because the sink knew their digest from their metadata.
+    pub cached_files: u64,
     /// External files the sink stored.
     pub objects_stored: u64,
     /// Entries left out, with the path (relative to the scanned directory) and the reason.
@@ -146,6 +150,7 @@ pub fn read_dir(
             tree: Tree::new(0),
             report: ScanReport::default(),
             pool: &pool,
+            sink,
             abort: &abort,
             rel: PathBuf::new(),
             links: HashMap::new(),
@@ -196,6 +201,7 @@ struct Scanner<'a, 'p> {
     tree: Tree,
     report: ScanReport,
     pool: &'a hash::Pool<'p>,
+    sink: Option<&'a dyn ContentSink>,
     abort: &'a AtomicBool,
     /// Path of the entry being read, relative to `root` (for messages).
     rel: PathBuf,
@@ -349,11 +355,21 @@ impl Scanner<'_, '_> {
             self.report.inline_files += 1;
         } else {
             self.report.external_files += 1;
-            job = Some(fd);
+            let key = FileKey::from_stat(st);
+            match self.sink.and_then(|s| Some((s, s.cached_digest(&key)?))) {
+                Some((sink, digest)) => {
+                    sink.remember(&key, &digest);
+                    inode.payload = Some(digest.object_path().into_bytes().into_boxed_slice());
+                    inode.digest = Some(digest);
+                    self.report.cached_files += 1;
+                    self.report.objects_present += 1;
+                }
+                None => job = Some((fd, key)),
+            }
         }
         let id = self.tree.add_inode(inode);
         self.remember_link(st, id);
-        if let Some(fd) = job {
+        if let Some((fd, key)) = job {
             // Start reading it from disk now, while the workers are busy with earlier
             // files (measured on a cold ext4 tree: a quarter to a third faster; no cost
             // on cached data). Only advice: failure changes nothing.
@@ -363,6 +379,7 @@ impl Scanner<'_, '_> {
                 file: fd.into(),
                 size,
                 path: self.full_path(),
+                key,
             });
             self.pool.collect_ready(&mut self.tree, &mut self.report);
         }

@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::fsverity::Digest;
+use super::hash::digest_file;
+use crate::fsverity::{Algorithm, Digest};
+use crate::tree::Timestamp;
 
 /// Receives the content of every external file of a scan, after it was hashed.
 ///
@@ -24,6 +26,83 @@ pub trait ContentSink: Sync {
     /// The file position is unspecified: read with explicit offsets (`pread`,
     /// `copy_file_range` with offsets), from 0 to `size`.
     fn store(&self, file: &File, size: u64, digest: &Digest) -> Result<()>;
+
+    /// Hashes the first `size` bytes of `file` and makes sure the sink holds them; `buf` is
+    /// scratch space for reading. The default hashes first, then asks
+    /// [`contains`](Self::contains) and calls [`store`](Self::store) only for new content; a
+    /// sink that can write while hashing overrides it to read each new file only once.
+    fn import(
+        &self,
+        file: &File,
+        size: u64,
+        algorithm: Algorithm,
+        buf: &mut [u8],
+    ) -> Result<(Digest, Stored)> {
+        let digest = digest_file(file, size, algorithm, buf).context("reading")?;
+        if self.contains(&digest) {
+            return Ok((digest, Stored::AlreadyPresent));
+        }
+        self.store(file, size, &digest)
+            .context("storing the content")?;
+        Ok((digest, Stored::New))
+    }
+
+    /// The digest of a file the sink already holds, known from its metadata alone (a stat
+    /// cache), so that the scan need not read it. The default knows nothing.
+    fn cached_digest(&self, _file: &FileKey) -> Option<Digest> {
+        None
+    }
+
+    /// Tells the sink the digest of a file the scan read or took from
+    /// [`cached_digest`](Self::cached_digest) (to fill its cache). Called from several
+    /// threads.
+    fn remember(&self, _file: &FileKey, _digest: &Digest) {}
+}
+
+/// What [`ContentSink::import`] did with a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// The content was new and is now stored.
+    New,
+    /// The sink held it already.
+    AlreadyPresent,
+}
+
+/// What identifies an unchanged file without reading it, as git's index does: where it is
+/// (`st_dev`, `st_ino`), its size, and its modification and change times with nanoseconds.
+/// A write changes the mtime and the ctime; `touch -d` can set the mtime back but never
+/// the ctime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime`, `st_mtime_nsec`.
+    pub mtime: Timestamp,
+    /// `st_ctime`, `st_ctime_nsec`.
+    pub ctime: Timestamp,
+}
+
+impl FileKey {
+    /// The key of a file from its `stat`.
+    pub fn from_stat(st: &rustix::fs::Stat) -> Self {
+        FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: Timestamp {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Timestamp {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
+        }
+    }
 }
 
 /// A directory laid out like mkcomposefs `--digest-store`: the content with digest `d` at
