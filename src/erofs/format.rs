@@ -7,6 +7,34 @@
 //! serialized with explicit little-endian writes (`to_bytes`) and parsed back the same way
 //! (`from_bytes`), so no layout depends on the host or on `unsafe` casts.
 
+/// Xattr names of the composefs/overlayfs conventions (`libcomposefs/lcfs-internal.h`, the
+/// kernel's `Documentation/filesystems/overlayfs.rst`), shared by the writer and the reader.
+pub mod overlay_xattr {
+    /// `trusted.overlay.` (`OVERLAY_XATTR_PREFIX`): names overlayfs interprets.
+    pub const PREFIX: &[u8] = b"trusted.overlay.";
+    /// `trusted.overlay.overlay.` (`OVERLAY_XATTR_ESCAPE_PREFIX`): an input's own overlay xattr,
+    /// escaped; overlayfs (>= 6.7) shows it unescaped.
+    pub const ESCAPE_PREFIX: &[u8] = b"trusted.overlay.overlay.";
+    /// `struct ovl_metacopy` with the content object's fs-verity digest.
+    pub const METACOPY: &[u8] = b"trusted.overlay.metacopy";
+    /// Path of the content object relative to the data-only layer (`/XX/rest`).
+    pub const REDIRECT: &[u8] = b"trusted.overlay.redirect";
+    /// Opaque directory marker.
+    pub const OPAQUE: &[u8] = b"trusted.overlay.opaque";
+    /// An escaped whiteout (a regular file standing for a char 0/0 device).
+    pub const ESCAPED_WHITEOUT: &[u8] = b"trusted.overlay.overlay.whiteout";
+    /// Marks a directory holding escaped whiteouts.
+    pub const ESCAPED_WHITEOUTS: &[u8] = b"trusted.overlay.overlay.whiteouts";
+    /// Escaped opaque marker (format version 1 xwhiteout marking).
+    pub const ESCAPED_OPAQUE: &[u8] = b"trusted.overlay.overlay.opaque";
+    /// `userxattr` mount variant of [`ESCAPED_WHITEOUT`].
+    pub const USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
+    /// `userxattr` mount variant of [`ESCAPED_WHITEOUTS`].
+    pub const USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
+    /// `userxattr` mount variant of [`ESCAPED_OPAQUE`].
+    pub const USER_OPAQUE: &[u8] = b"user.overlay.opaque";
+}
+
 /// EROFS block size used by composefs, fixed at 4096 on every architecture
 /// (`EROFS_BLKSIZ` in composefs's `erofs_fs_wrapper.h`).
 pub const BLOCK_SIZE: u64 = 4096;

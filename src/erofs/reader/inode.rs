@@ -25,15 +25,11 @@ const XATTR_NAME_MAX: usize = 255;
 /// The C reader keeps an inode's xattrs within 64 KiB, counted its way (see [`XattrSet`]).
 const XATTR_TOTAL_MAX: usize = u16::MAX as usize;
 
-// Xattr names of the composefs overlay conventions (`libcomposefs/lcfs-internal.h`).
-const OVERLAY_PREFIX: &[u8] = b"trusted.overlay.";
-const OVERLAY_ESCAPE_PREFIX: &[u8] = b"trusted.overlay.overlay.";
-const OVERLAY_REDIRECT: &[u8] = b"trusted.overlay.redirect";
-const OVERLAY_METACOPY: &[u8] = b"trusted.overlay.metacopy";
-const ESCAPED_WHITEOUT: &[u8] = b"trusted.overlay.overlay.whiteout";
-const ESCAPED_WHITEOUTS: &[u8] = b"trusted.overlay.overlay.whiteouts";
-const USERXATTR_WHITEOUT: &[u8] = b"user.overlay.whiteout";
-const USERXATTR_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
+use crate::erofs::format::overlay_xattr::{
+    ESCAPE_PREFIX as OVERLAY_ESCAPE_PREFIX, ESCAPED_WHITEOUT, ESCAPED_WHITEOUTS,
+    METACOPY as OVERLAY_METACOPY, PREFIX as OVERLAY_PREFIX, REDIRECT as OVERLAY_REDIRECT,
+    USER_WHITEOUT as USERXATTR_WHITEOUT, USER_WHITEOUTS as USERXATTR_WHITEOUTS,
+};
 /// Bytes before the digest in `trusted.overlay.metacopy`: version, length, flags, algorithm
 /// (`struct ovl_metacopy` in the kernel's `fs/overlayfs/overlayfs.h`).
 const METACOPY_HEADER_LEN: usize = 4;

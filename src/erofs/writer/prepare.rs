@@ -22,19 +22,13 @@ use crate::dumpfile::parse::{
 };
 use crate::tree::{FileType, InodeId, ROOT, Timestamp, Tree, mode};
 
-/// `trusted.overlay.` (`OVERLAY_XATTR_PREFIX`, `lcfs-internal.h`).
-const OVERLAY_PREFIX: &[u8] = b"trusted.overlay.";
-/// `trusted.overlay.overlay.` (`OVERLAY_XATTR_ESCAPE_PREFIX`).
-const OVERLAY_ESCAPE_PREFIX: &[u8] = b"trusted.overlay.overlay.";
-const XATTR_METACOPY: &[u8] = b"trusted.overlay.metacopy";
-const XATTR_REDIRECT: &[u8] = b"trusted.overlay.redirect";
-const XATTR_OPAQUE: &[u8] = b"trusted.overlay.opaque";
-const XATTR_ESCAPED_WHITEOUT: &[u8] = b"trusted.overlay.overlay.whiteout";
-const XATTR_ESCAPED_WHITEOUTS: &[u8] = b"trusted.overlay.overlay.whiteouts";
-const XATTR_ESCAPED_OPAQUE: &[u8] = b"trusted.overlay.overlay.opaque";
-const XATTR_USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
-const XATTR_USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
-const XATTR_USER_OPAQUE: &[u8] = b"user.overlay.opaque";
+use crate::erofs::format::overlay_xattr::{
+    ESCAPE_PREFIX as OVERLAY_ESCAPE_PREFIX, ESCAPED_OPAQUE as XATTR_ESCAPED_OPAQUE,
+    ESCAPED_WHITEOUT as XATTR_ESCAPED_WHITEOUT, ESCAPED_WHITEOUTS as XATTR_ESCAPED_WHITEOUTS,
+    METACOPY as XATTR_METACOPY, OPAQUE as XATTR_OPAQUE, PREFIX as OVERLAY_PREFIX,
+    REDIRECT as XATTR_REDIRECT, USER_OPAQUE as XATTR_USER_OPAQUE,
+    USER_WHITEOUT as XATTR_USER_WHITEOUT, USER_WHITEOUTS as XATTR_USER_WHITEOUTS,
+};
 const XATTR_SELINUX: &[u8] = b"security.selinux";
 /// Version byte of overlayfs's `struct ovl_metacopy` (`fs/overlayfs/overlayfs.h`), the value
 /// of `trusted.overlay.metacopy`: version, length, flags, fs-verity algorithm, digest.
