@@ -72,7 +72,7 @@ row "cfsctl oci pull v2 again (no-op)" "$S" "$M" "-"
 rm -rf "$WORK/repo"
 
 if [ -x "$RSCFS" ]; then
-  "$RSCFS" --repo "$WORK/rsrepo" init >/dev/null 2>&1 || true
+  "$RSCFS" --repo "$WORK/rsrepo" init --algorithm fsverity-sha256-12 --insecure >/dev/null
   if read -r S M < <(t "$RSCFS" --repo "$WORK/rsrepo" oci pull "docker://$R:v1"); then
     row "composefs-rs oci pull v1 (empty repo)" "$S" "$M" "$(awk "BEGIN{printf \"%.2fx floor\", $S/$FLOOR}")"
     read -r S M < <(t "$RSCFS" --repo "$WORK/rsrepo" oci pull "docker://$R:v2") &&
