@@ -153,18 +153,21 @@ pub fn load(repo: &Repository, name: &str) -> Result<ImageRecord> {
     Ok(record)
 }
 
+/// The names of all tags (whatever their state).
+fn tag_names(repo: &Repository) -> Result<Vec<String>> {
+    let prefix = format!("{TAGS}/");
+    Ok(repo
+        .list_refs()?
+        .into_iter()
+        .filter_map(|(r, _)| decode_tag(r.strip_prefix(&prefix)?))
+        .collect())
+}
+
 /// Every tag with its record, sorted by name (stale ones, see [`OciError::StaleRecord`], are
 /// left out with a warning in the log).
 pub fn list(repo: &Repository) -> Result<Vec<(String, ImageRecord)>> {
-    let prefix = format!("{TAGS}/");
     let mut out = Vec::new();
-    for (r, _) in repo.list_refs()? {
-        let Some(enc) = r.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some(name) = decode_tag(enc) else {
-            continue;
-        };
+    for name in tag_names(repo)? {
         match load(repo, &name) {
             Ok(r) => out.push((name, r)),
             Err(e) if matches!(e.downcast_ref(), Some(OciError::StaleRecord { .. })) => {
@@ -197,9 +200,17 @@ pub fn remove(repo: &Repository, name: &str) -> Result<()> {
 
 /// Layer images by diff_id, from the records of the current tags (each checked against its
 /// tag's list by [`load`], so these images are kept alive by a ref) whose image is present.
+/// A tag that does not load only costs a warning: its layers are fetched again.
 pub fn known_layers(repo: &Repository) -> Result<HashMap<String, Digest>> {
     let mut out = HashMap::new();
-    for (_, record) in list(repo)? {
+    for name in tag_names(repo)? {
+        let record = match load(repo, &name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("not reusing the layers of tag {name}: {e:#}");
+                continue;
+            }
+        };
         for l in record.layers {
             let d = Digest::from_hex(&l.layer_image)?;
             if repo.has_object(&d) {
@@ -286,5 +297,9 @@ mod tests {
             remove(&repo, name).unwrap_err().downcast_ref(),
             Some(OciError::UnknownTag(_))
         ));
+        // A tag that does not load (here: not an object list) does not stop layer lookup.
+        repo.set_ref(&tag_ref("broken"), &a).unwrap();
+        assert!(list(&repo).is_err());
+        assert!(known_layers(&repo).unwrap().is_empty());
     }
 }
