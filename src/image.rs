@@ -2,6 +2,10 @@
 //! `compute-id`. A source is a composefs-dump(5) file or a directory; the tree it yields is
 //! written with the mkcomposefs-compatible EROFS writer and, optionally, stored in a
 //! repository or a `--digest-store` directory together with the file contents.
+//!
+//! With [`BuildOptions::canonical`] set (`--oci`), the tree gets the canonicalization `oci
+//! pull` applies to merged layers (`docs/oci-conventions.md`), so an image unpacked to a
+//! directory (or `/` inside a container build) gives the digest its pull gives.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -15,9 +19,12 @@ use anyhow::{Context, Result};
 use crate::dumpfile::{self, ParseMode};
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::{Algorithm, Digest, FsVerityHasher, HashingWriter};
+use crate::oci::merge::{self, CanonicalOptions};
 use crate::repo::{Imported, Repository, StatCache};
 use crate::tree::Tree;
-use crate::tree::from_dir::{self, ContentSink, FileKey, ScanOptions, ScanReport, Stored};
+use crate::tree::from_dir::{
+    self, ContentSink, FileKey, ScanOptions, ScanReport, Stored, XattrFilter,
+};
 
 /// Where a tree comes from.
 #[derive(Clone, Debug)]
@@ -37,6 +44,32 @@ pub struct BuildOptions {
     pub scan: ScanOptions,
     /// Dump parsing strictness.
     pub parse: ParseMode,
+    /// Canonicalize the tree as `oci pull` does its merged layers.
+    pub canonical: Option<CanonicalOptions>,
+}
+
+impl BuildOptions {
+    /// What reproduces `oci pull`'s digest from the image's root filesystem on disk: every
+    /// file type and xattr read as the layers carry them (the canonicalization then filters),
+    /// mtimes kept, hard links folded into one inode (as tar hard links are), the default
+    /// EROFS versions pull writes, then `canonical`.
+    pub fn oci(canonical: CanonicalOptions, algorithm: Algorithm, threads: usize) -> BuildOptions {
+        BuildOptions {
+            write: WriteOptions::default(),
+            scan: ScanOptions {
+                use_epoch: false,
+                xattrs: XattrFilter::All,
+                skip_devices: false,
+                hardlinks: true,
+                // Removed by the canonicalization anyway; skipping them avoids a warning.
+                skip_sockets: true,
+                algorithm,
+                threads,
+            },
+            parse: ParseMode::Lenient,
+            canonical: Some(canonical),
+        }
+    }
 }
 
 /// A loaded source: the tree, and for directories what the scan found.
@@ -48,8 +81,21 @@ pub struct Loaded {
     pub report: Option<ScanReport>,
 }
 
-/// Reads `source` into a tree. Directory contents are offered to `sink` as they are hashed.
+/// Reads `source` into a tree (canonicalized when [`BuildOptions::canonical`] says so).
+/// Directory contents are offered to `sink` as they are hashed.
 pub fn load(
+    source: &Source,
+    opts: &BuildOptions,
+    sink: Option<&dyn ContentSink>,
+) -> Result<Loaded> {
+    let mut loaded = load_raw(source, opts, sink)?;
+    if let Some(canonical) = &opts.canonical {
+        loaded.tree = merge::canonicalize(&loaded.tree, canonical);
+    }
+    Ok(loaded)
+}
+
+fn load_raw(
     source: &Source,
     opts: &BuildOptions,
     sink: Option<&dyn ContentSink>,

@@ -205,8 +205,9 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-/// No temporary file left in `objects/`, nothing outside the repository.
+/// No temporary file left in `objects/`, nothing outside the repository, `cfsctl fsck` clean.
 fn assert_clean(td: &tempfile::TempDir) {
+    common::assert_fsck_clean(&td.path().join("repo"));
     let all = files_under(td.path());
     assert!(
         all.iter().all(|p| p == "repo" || p.starts_with("repo/")),

@@ -146,8 +146,8 @@ fn registry_and_oci_dir_agree_incremental_and_noop() {
     assert_eq!(upd.bytes_fetched, changed);
     assert!(reg.served() >= changed && reg.served() < changed + (64 << 10));
     // New: one content object (README.replaced; the hello script is inline), the layer
-    // image, the merged image, manifest, config, record.
-    assert!(upd.objects_written <= 6, "{}", upd.objects_written);
+    // image, the merged image, manifest, config, record, the tag's object list.
+    assert!(upd.objects_written <= 7, "{}", upd.objects_written);
     assert_ne!(upd.image_digest, from_reg.image_digest);
     // Offline: the tags' images rebuild from the kept layer images alone.
     let tag = format!("{}:v2", reg.url("deb"));
@@ -176,32 +176,22 @@ fn pull_equals_create_image_over_unpacked_directory() {
     let td = tempfile::tempdir().unwrap();
     let root = td.path().join("rootfs");
     std::fs::create_dir(&root).unwrap();
+    // Unpacked as a runtime would, nothing adjusted: `--oci` applies the canonicalization.
     ociimage::unpack(&img.tars_v1, &root);
-    // The documented canonicalization, applied to the directory (docs/oci-conventions.md,
-    // section 5): the root takes /usr's mode, owner and mtime; /run is emptied (these
-    // packages have none); only security.capability xattrs (none here).
-    let usr = std::fs::metadata(root.join("usr")).unwrap();
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    std::os::unix::fs::chown(&root, Some(usr.uid()), Some(usr.gid())).unwrap();
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(usr.mode() & 0o7777)).unwrap();
-    std::fs::File::open(&root)
-        .unwrap()
-        .set_modified(usr.modified().unwrap())
-        .unwrap();
-    assert!(!root.join("run").exists());
-
-    let out = common::cfsctl()
-        .args(["create-image", "--print-digest-only"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir_digest = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(dir_digest.trim(), pulled.image_digest.to_hex());
+    let run = |args: &[&str]| {
+        let out = common::cfsctl().args(args).arg(&root).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let want = pulled.image_digest.to_hex();
+    assert_eq!(run(&["compute-id", "--oci"]), want);
+    assert_eq!(run(&["create-image", "--oci", "--print-digest-only"]), want);
+    // Without it the root directory's metadata differs (unpacking does not copy /usr's).
+    assert_ne!(run(&["compute-id"]), want);
 }
 
 #[test]
@@ -220,6 +210,7 @@ fn seal_then_require_sealed_and_tampering() {
     let err = pull(&repo_b, &oci_ref(&img.dir, "v1"), &strict).unwrap_err();
     assert!(matches!(find(&err), Some(OciError::Unsealed(_))), "{err:#}");
     assert!(tags(&repo_b).is_empty());
+    common::assert_fsck_clean(repo_b.path());
 
     // Seal with the CLI into another layout.
     let td = tempfile::tempdir().unwrap();
@@ -260,6 +251,7 @@ fn seal_then_require_sealed_and_tampering() {
         "{err:#}"
     );
     assert!(tags(&repo512).is_empty());
+    common::assert_fsck_clean(repo512.path());
 
     // Tampered label: refused with both digests, nothing tagged.
     let wrong = format!("sha256:{}", "ab".repeat(32));
@@ -280,6 +272,7 @@ fn seal_then_require_sealed_and_tampering() {
     );
     assert!(msg.contains(&wrong) && msg.contains(&label), "{msg}");
     assert!(tags(&repo_c).is_empty());
+    common::assert_fsck_clean(repo_c.path());
 
     // Tampered layer annotation: refused too.
     ociimage::edit_image(&sealed_dir, "v1", |manifest, config| {
@@ -298,6 +291,7 @@ fn seal_then_require_sealed_and_tampering() {
         "{err:#}"
     );
     assert!(tags(&repo_c).is_empty());
+    common::assert_fsck_clean(repo_c.path());
 }
 
 #[test]
@@ -386,12 +380,14 @@ fn damaged_blobs_are_refused_and_nothing_is_tagged() {
     let msg = format!("{err:#}");
     assert!(msg.contains(digest.as_str()), "{msg}");
     assert!(tags(&repo).is_empty(), "{msg}");
+    common::assert_fsck_clean(repo.path());
 
     // Truncated.
     std::fs::write(blob(digest), &original[..original.len() / 3]).unwrap();
     let err = pull(&repo, &oci_ref(&img.dir, "v1"), &PullOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains(digest.as_str()), "{err:#}");
     assert!(tags(&repo).is_empty());
+    common::assert_fsck_clean(repo.path());
 
     // Restored: the pull works, on the same repository.
     std::fs::write(blob(digest), &original).unwrap();
@@ -429,6 +425,7 @@ fn damaged_blob_in_the_registry_is_refused() {
     let msg = format!("{err:#}");
     assert!(msg.contains(digest.as_str()), "{msg}");
     assert!(tags(&repo).is_empty());
+    common::assert_fsck_clean(repo.path());
 }
 
 #[test]
@@ -588,6 +585,7 @@ fn refused_layer_mid_stream_from_the_registry_does_not_hang() {
     let err = result.unwrap_err();
     assert!(format!("{err:#}").contains("escape"), "{err:#}");
     assert!(tags(&repo).is_empty());
+    common::assert_fsck_clean(repo.path());
 }
 
 /// Two pulls sharing layers, at the same time, into one repository.

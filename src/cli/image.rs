@@ -10,6 +10,7 @@ use crate::dumpfile::ParseMode;
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::Algorithm;
 use crate::image::{self, BuildOptions, RepoSink, Source};
+use crate::oci::merge::CanonicalOptions;
 use crate::repo::Repository;
 use crate::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, ScanReport, XattrFilter};
 
@@ -44,6 +45,15 @@ pub struct SourceArgs {
     /// links not detected) and sockets kept, giving byte-identical images.
     #[arg(long)]
     mkcomposefs_compat: bool,
+    /// Build the image `oci pull` builds from the same image's layers: SOURCE is its root
+    /// filesystem unpacked (or `/` in a container build); hard links are folded and the
+    /// canonicalization of docs/oci-conventions.md applied (root takes /usr's metadata, /run
+    /// emptied, only security.capability xattrs, sockets and whiteouts removed).
+    #[arg(long, conflicts_with_all = [
+        "use_epoch", "skip_devices", "skip_xattrs", "user_xattrs", "mkcomposefs_compat",
+        "min_version", "max_version", "strict",
+    ])]
+    oci: bool,
     /// Threads hashing file contents (default: all cores).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -61,6 +71,9 @@ impl SourceArgs {
     }
 
     fn build_options(&self, algorithm: Algorithm) -> BuildOptions {
+        if self.oci {
+            return BuildOptions::oci(CanonicalOptions::default(), algorithm, self.threads);
+        }
         BuildOptions {
             write: WriteOptions {
                 min_version: self.min_version,
@@ -88,6 +101,7 @@ impl SourceArgs {
             } else {
                 ParseMode::Lenient
             },
+            canonical: None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `cfsctl oci ...`: pull, images, inspect, mount, compute-id, seal.
+//! `cfsctl oci ...`: pull, images, inspect, rm, mount, compute-id, seal.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::fsverity::Algorithm;
 use crate::mount::{self, MountOptions, VerityMode};
 use crate::oci::pull::{self, PullOptions, PullProgress, PullResult, Tagging};
-use crate::oci::record::{self, tag_ref};
+use crate::oci::record;
 use crate::oci::reference::ImageReference;
 use crate::oci::seal::{self, SealOptions};
 use crate::oci::source::SourceOptions;
@@ -31,6 +31,8 @@ enum OciCommand {
     Images(Images),
     /// Show what the repository knows about a tagged image.
     Inspect(Inspect),
+    /// Remove a tag; the next `cfsctl gc` frees what no other tag needs.
+    Rm(Rm),
     /// Mount a tagged image read-only.
     Mount(MountCmd),
     /// Print the composefs digest of an image without tagging it.
@@ -45,6 +47,7 @@ impl Oci {
             OciCommand::Pull(c) => c.run(),
             OciCommand::Images(c) => c.run(),
             OciCommand::Inspect(c) => c.run(),
+            OciCommand::Rm(c) => c.run(),
             OciCommand::Mount(c) => c.run(),
             OciCommand::ComputeId(c) => c.run(),
             OciCommand::Seal(c) => c.run(),
@@ -238,6 +241,26 @@ impl Inspect {
     }
 }
 
+/// `cfsctl oci rm`.
+#[derive(Debug, Args)]
+pub struct Rm {
+    #[command(flatten)]
+    repo: super::RepoArg,
+    /// Tag names.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+impl Rm {
+    pub fn run(self) -> Result<()> {
+        let repo = Repository::open(&self.repo.repo)?;
+        for name in &self.names {
+            record::remove(&repo, name)?;
+        }
+        Ok(())
+    }
+}
+
 /// `cfsctl oci mount`.
 #[derive(Debug, Args)]
 pub struct MountCmd {
@@ -252,8 +275,7 @@ pub struct MountCmd {
 impl MountCmd {
     pub fn run(self) -> Result<()> {
         let repo = Repository::open(&self.repo.repo)?;
-        // Existence first, for a clear error naming the tag.
-        record::load(&repo, &self.name)?;
+        let record = record::load(&repo, &self.name)?;
         let verity = if repo.verity_supported() {
             VerityMode::Require
         } else {
@@ -267,7 +289,7 @@ impl MountCmd {
             verity,
             ..MountOptions::default()
         };
-        mount::mount_image(&repo, &tag_ref(&self.name), &self.mountpoint, &opts)?;
+        mount::mount_image(&repo, &record.image, &self.mountpoint, &opts)?;
         Ok(())
     }
 }
@@ -286,7 +308,8 @@ fn repo_or_temp(path: Option<&PathBuf>) -> Result<(Repository, Option<tempfile::
 /// `cfsctl oci compute-id`.
 #[derive(Debug, Args)]
 pub struct ComputeId {
-    /// Repository to import into (keeps the layers for a later pull); default: a temporary one.
+    /// Repository to import into (nothing is tagged: a later pull writes fewer objects, until
+    /// a `gc` removes them); default: a temporary one.
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
     #[command(flatten)]

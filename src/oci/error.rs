@@ -96,13 +96,15 @@ pub enum OciError {
     /// An image tagged in the repository was not found.
     #[error("no image named '{0}' in the repository (see `cfsctl oci images`)")]
     UnknownTag(String),
-    /// A tag whose record names another image (a pull interrupted between writing the record
-    /// and the tag); pulling again repairs it.
-    #[error("{name}: the tag names image {tagged} but its record says {recorded}; pull it again")]
+    /// A record the tag's object list does not name (a pull interrupted between writing the
+    /// record ref and the tag); pulling again repairs it.
+    #[error(
+        "{name}: the tag's object list {tagged} does not name its record (image {recorded}); pull it again"
+    )]
     StaleRecord {
         /// The tag.
         name: String,
-        /// The image the tag points to.
+        /// The object list the tag points to.
         tagged: String,
         /// The image the record names.
         recorded: String,

@@ -6,9 +6,12 @@
 //! objects + layer tree` -> layer trees merged -> canonical tree -> EROFS image ->
 //! seal check -> record + tag.
 //!
-//! Nothing is tagged unless every check passed. Layers that were imported and verified stay
-//! known (`refs/oci/layers/...`) even when a later step fails, so a retry does not fetch them
-//! again.
+//! Nothing is tagged unless every check passed. Layers are known by diff_id from the records
+//! of existing tags ([`record::known_layers`]); a layer imported by a pull that then failed
+//! is not known (nothing refers to it: it is garbage), but its file objects stay until a
+//! `gc`, so a retry re-fetches it and writes little. The caller's [`Repository`] (and with
+//! it the shared repository lock) is held for the whole pull, so a concurrent `gc` cannot
+//! remove objects imported but not yet tagged.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,7 +23,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration};
 use serde::Serialize;
 
 use super::error::OciError;
-use super::record::{self, CONFIGS, ImageRecord, LAYERS, LayerRecord, MANIFESTS, digest_ref};
+use super::record::{self, ImageRecord, LayerRecord};
 use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions, VerifyingReader};
 use super::{layer, merge, stream};
@@ -148,11 +151,6 @@ pub fn pull_from(
         repo.write_image(&imported.image_bytes)?;
         repo.write_object(&imported.manifest.bytes)?;
         repo.write_object(&imported.config_bytes)?;
-        repo.set_ref(
-            &digest_ref(MANIFESTS, &record.manifest_digest),
-            &manifest_object,
-        )?;
-        repo.set_ref(&digest_ref(CONFIGS, &record.config_digest), &config_object)?;
         record::publish(repo, tag, &record)?;
     }
     Ok(PullResult {
@@ -250,18 +248,12 @@ pub fn import(
             diff_ids.len()
         );
     }
-    // Layers to fetch: unknown diff_ids, each once.
-    let mut known: HashMap<&str, Digest> = HashMap::new();
+    // Layers to fetch: diff_ids no tag's record knows, each once.
+    let mut known: HashMap<String, Digest> = record::known_layers(repo)?;
     let mut todo: Vec<(&Descriptor, &str)> = Vec::new();
     for (desc, diff_id) in descs.iter().zip(diff_ids) {
-        if known.contains_key(diff_id.as_str()) || todo.iter().any(|t| t.1 == diff_id) {
-            continue;
-        }
-        match record::known_layer(repo, diff_id)? {
-            Some(d) => {
-                known.insert(diff_id, d);
-            }
-            None => todo.push((desc, diff_id)),
+        if !known.contains_key(diff_id.as_str()) && !todo.iter().any(|t| t.1 == diff_id) {
+            todo.push((desc, diff_id));
         }
     }
     if let Some(p) = progress {
@@ -270,7 +262,7 @@ pub fn import(
     let bytes = AtomicU64::new(0);
     let fetched = fetch_layers(repo, src, name, &todo, &bytes, progress)?;
     let layers_fetched = fetched.len();
-    known.extend(fetched);
+    known.extend(fetched.into_iter().map(|(k, d)| (k.to_string(), d)));
 
     let mut layers = Vec::with_capacity(descs.len());
     let mut trees = Vec::with_capacity(descs.len());
@@ -431,9 +423,7 @@ fn fetch_layer(
         tree
     };
     blob.finish().map_err(stream::unwrap_io)?;
-    let image = layer::store_layer(repo, &tree)?;
-    repo.set_ref(&digest_ref(LAYERS, diff_id), &image)?;
-    Ok(image)
+    layer::store_layer(repo, &tree)
 }
 
 /// Parses a `sha256:<hex>` / `sha512:<hex>` composefs digest label.

@@ -1,15 +1,29 @@
 //! What the repository remembers about a pulled image, and the refs that keep it alive.
 //!
 //! ```text
-//! refs/oci/tags/<enc(name)>           -> the merged image (mountable; what `oci mount` opens)
-//! refs/oci/records/<enc(name)>        -> ImageRecord JSON (manifest digest, layers, ...)
-//! refs/oci/manifests/<alg>-<hex>      -> the manifest JSON, exact bytes
-//! refs/oci/configs/<alg>-<hex>        -> the config JSON, exact bytes
-//! refs/oci/layers/<alg>-<diff_id hex> -> the layer's metadata image (per-layer composefs digest)
+//! refs/oci/tags/<enc(name)>     -> object list (`cfsctl-object-list 1`) naming everything the
+//!                                  tag needs: the merged image, the record, the manifest and
+//!                                  config objects, and each layer's metadata image
+//! refs/oci/records/<enc(name)>  -> the ImageRecord JSON (how `load` finds it; keeps only
+//!                                  itself alive)
 //! ```
-//! `<enc>` is [`encode_tag`]. Every ref is a GC root; the record is written before the tag,
-//! so a tag never names an image whose record is missing (a crash in between leaves a record
-//! that the tag does not match yet, which the next pull replaces).
+//! `<enc>` is [`encode_tag`]. Refs are the only GC roots (`docs/repository.md`): the tag's
+//! list keeps the image, the JSON objects and, through each layer image, every file object of
+//! every layer; untagging ([`remove`]) and a `gc` free what no other tag needs.
+//!
+//! There is no per-layer ref: the layers an image can reuse by diff_id are found in the
+//! records of the existing tags ([`known_layers`]). A layer imported by a pull that then
+//! failed is garbage until a pull tags an image using it (its file objects remain until a
+//! `gc`, so a re-import writes little). A running pull holds the repository's shared lock, so
+//! `gc` (exclusive) cannot remove what it imported but has not tagged yet.
+//!
+//! Publishing order ([`publish`]): every member is stored, then the record object and the
+//! list (which refuses to name a missing object), then the record ref, then the tag ref. So a
+//! tag never names something missing, an error tags nothing, and a crash leaves only garbage:
+//! at worst a record ref naming a record the tag's list does not contain, which [`load`]
+//! reports as [`OciError::StaleRecord`] and the next pull of the tag replaces.
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -23,12 +37,6 @@ use crate::repo::{RepoError, Repository};
 pub const TAGS: &str = "oci/tags";
 /// See the module documentation.
 pub const RECORDS: &str = "oci/records";
-/// See the module documentation.
-pub const MANIFESTS: &str = "oci/manifests";
-/// See the module documentation.
-pub const CONFIGS: &str = "oci/configs";
-/// See the module documentation.
-pub const LAYERS: &str = "oci/layers";
 
 /// One layer of a pulled image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +53,8 @@ pub struct LayerRecord {
     pub layer_image: String,
 }
 
-/// A pulled image (stored as a JSON object, named by `refs/oci/records/<name>`).
+/// A pulled image (stored as a JSON object, named by `refs/oci/records/<name>` and by the
+/// tag's object list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
     /// The reference it was pulled from.
@@ -66,11 +75,6 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRecord>,
 }
 
-/// `refs/<prefix>/<alg>-<hex>` for an OCI digest `alg:hex`.
-pub fn digest_ref(prefix: &str, oci_digest: &str) -> String {
-    format!("{prefix}/{}", oci_digest.replacen(':', "-", 1))
-}
-
 /// Ref name of a tag.
 pub fn tag_ref(name: &str) -> String {
     format!("{TAGS}/{}", encode_tag(name))
@@ -84,18 +88,42 @@ fn missing_ref(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref(), Some(RepoError::MissingRef(_)))
 }
 
-/// Stores `record` and points tag `name` at its image (record first, see module docs).
+impl ImageRecord {
+    /// Every object the tag needs besides the record itself: merged image, manifest and
+    /// config objects, layer images.
+    pub fn members(&self) -> Result<Vec<Digest>> {
+        let mut out = vec![
+            Digest::from_hex(&self.image)?,
+            Digest::from_hex(&self.manifest_object)?,
+            Digest::from_hex(&self.config_object)?,
+        ];
+        for l in &self.layers {
+            out.push(Digest::from_hex(&l.layer_image)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Stores `record` and points tag `name` at the object list naming it and its members, which
+/// must all be stored already (order: see the module documentation).
 pub fn publish(repo: &Repository, name: &str, record: &ImageRecord) -> Result<()> {
     let json = serde_json::to_vec_pretty(record)?;
     let rec = repo.write_object(&json)?;
-    let image = Digest::from_hex(&record.image)?;
+    let mut members = record.members()?;
+    members.push(rec);
+    members.sort();
+    members.dedup();
+    let list = repo
+        .write_object_list(&members)
+        .with_context(|| format!("listing the objects of {name}"))?;
     repo.set_ref(&record_ref(name), &rec)?;
-    repo.set_ref(&tag_ref(name), &image)
+    repo.set_ref(&tag_ref(name), &list)
         .with_context(|| format!("tagging {name}"))
 }
 
 /// The record of tag `name` ([`OciError::UnknownTag`] when there is none), checked against
-/// the tag (a record the tag does not match is from an interrupted pull: also unknown).
+/// the tag: the tag's list must name the record and everything the record names (otherwise
+/// the record is from an interrupted pull: [`OciError::StaleRecord`]).
 pub fn load(repo: &Repository, name: &str) -> Result<ImageRecord> {
     let resolve = |r: &str| match repo.resolve_ref(r) {
         Err(e) if missing_ref(&e) => {
@@ -103,17 +131,21 @@ pub fn load(repo: &Repository, name: &str) -> Result<ImageRecord> {
         }
         other => other,
     };
-    let image = resolve(&tag_ref(name))?;
+    let list = resolve(&tag_ref(name))?;
     let rec = resolve(&record_ref(name))?;
+    let members = repo
+        .read_object_list(&list)
+        .with_context(|| format!("reading the object list of tag {name} (object {list})"))?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut repo.open_object(&rec)?, &mut bytes)
         .with_context(|| format!("reading the record of {name}"))?;
     let record: ImageRecord = serde_json::from_slice(&bytes)
         .with_context(|| format!("parsing the record of {name} (object {rec})"))?;
-    if record.image != image.to_hex() {
+    let named = |d: &Digest| members.binary_search(d).is_ok();
+    if !named(&rec) || !record.members()?.iter().all(named) {
         return Err(OciError::StaleRecord {
             name: name.to_string(),
-            tagged: image.to_hex(),
+            tagged: list.to_hex(),
             recorded: record.image,
         }
         .into());
@@ -121,18 +153,21 @@ pub fn load(repo: &Repository, name: &str) -> Result<ImageRecord> {
     Ok(record)
 }
 
+/// The names of all tags (whatever their state).
+fn tag_names(repo: &Repository) -> Result<Vec<String>> {
+    let prefix = format!("{TAGS}/");
+    Ok(repo
+        .list_refs()?
+        .into_iter()
+        .filter_map(|(r, _)| decode_tag(r.strip_prefix(&prefix)?))
+        .collect())
+}
+
 /// Every tag with its record, sorted by name (stale ones, see [`OciError::StaleRecord`], are
 /// left out with a warning in the log).
 pub fn list(repo: &Repository) -> Result<Vec<(String, ImageRecord)>> {
-    let prefix = format!("{TAGS}/");
     let mut out = Vec::new();
-    for (r, _) in repo.list_refs()? {
-        let Some(enc) = r.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some(name) = decode_tag(enc) else {
-            continue;
-        };
+    for name in tag_names(repo)? {
         match load(repo, &name) {
             Ok(r) => out.push((name, r)),
             Err(e) if matches!(e.downcast_ref(), Some(OciError::StaleRecord { .. })) => {
@@ -145,15 +180,45 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, ImageRecord)>> {
     Ok(out)
 }
 
-/// The layer image recorded for `diff_id`, if that layer was imported before and its image
-/// is still present.
-pub fn known_layer(repo: &Repository, diff_id: &str) -> Result<Option<Digest>> {
-    match repo.resolve_ref(&digest_ref(LAYERS, diff_id)) {
-        Ok(d) if repo.has_object(&d) => Ok(Some(d)),
-        Ok(_) => Ok(None),
-        Err(e) if missing_ref(&e) => Ok(None),
-        Err(e) => Err(e),
+/// Removes tag `name` (tag ref first, then the record ref: a crash in between leaves a record
+/// ref that a second `remove` or the next pull of the name replaces). [`OciError::UnknownTag`]
+/// when neither exists. What only this tag kept is freed by the next `gc`.
+pub fn remove(repo: &Repository, name: &str) -> Result<()> {
+    let mut found = false;
+    for r in [tag_ref(name), record_ref(name)] {
+        match repo.remove_ref(&r) {
+            Ok(()) => found = true,
+            Err(e) if missing_ref(&e) => {}
+            Err(e) => return Err(e.context(format!("untagging {name}"))),
+        }
     }
+    if !found {
+        return Err(OciError::UnknownTag(name.to_string()).into());
+    }
+    Ok(())
+}
+
+/// Layer images by diff_id, from the records of the current tags (each checked against its
+/// tag's list by [`load`], so these images are kept alive by a ref) whose image is present.
+/// A tag that does not load only costs a warning: its layers are fetched again.
+pub fn known_layers(repo: &Repository) -> Result<HashMap<String, Digest>> {
+    let mut out = HashMap::new();
+    for name in tag_names(repo)? {
+        let record = match load(repo, &name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("not reusing the layers of tag {name}: {e:#}");
+                continue;
+            }
+        };
+        for l in record.layers {
+            let d = Digest::from_hex(&l.layer_image)?;
+            if repo.has_object(&d) {
+                out.insert(l.diff_id, d);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -161,7 +226,7 @@ mod tests {
     use super::*;
     use crate::fsverity::Algorithm;
 
-    fn record(image: &Digest) -> ImageRecord {
+    fn record(image: &Digest, layer: &Digest) -> ImageRecord {
         ImageRecord {
             reference: "oci:/x:v1".into(),
             manifest_digest: format!("sha256:{}", "1".repeat(64)),
@@ -170,47 +235,71 @@ mod tests {
             config_object: image.to_hex(),
             image: image.to_hex(),
             sealed: None,
-            layers: vec![],
+            layers: vec![LayerRecord {
+                digest: format!("sha256:{}", "3".repeat(64)),
+                diff_id: format!("sha256:{}", "4".repeat(64)),
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                size: 1,
+                layer_image: layer.to_hex(),
+            }],
         }
     }
 
     #[test]
-    fn publish_load_list_and_stale() {
+    fn publish_load_list_stale_remove() {
         let td = tempfile::tempdir().unwrap();
         let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
         let a = repo.write_object(b"image a").unwrap();
         let b = repo.write_object(b"image b").unwrap();
+        let l = repo.write_object(b"layer").unwrap();
         let name = "docker://h:5000/os/x:v1";
         assert!(matches!(
             crate::oci::error::find(&load(&repo, name).unwrap_err()),
             Some(OciError::UnknownTag(_))
         ));
-        publish(&repo, name, &record(&a)).unwrap();
-        assert_eq!(load(&repo, name).unwrap(), record(&a));
-        assert_eq!(list(&repo).unwrap(), vec![(name.to_string(), record(&a))]);
-        // A tag moved without its record (interrupted pull): reported, and left out of lists.
-        repo.set_ref(&tag_ref(name), &b).unwrap();
+        assert!(known_layers(&repo).unwrap().is_empty());
+        publish(&repo, name, &record(&a, &l)).unwrap();
+        assert_eq!(load(&repo, name).unwrap(), record(&a, &l));
+        assert_eq!(
+            list(&repo).unwrap(),
+            vec![(name.to_string(), record(&a, &l))]
+        );
+        let diff_id = format!("sha256:{}", "4".repeat(64));
+        assert_eq!(known_layers(&repo).unwrap()[&diff_id], l);
+        // The tag names one object list holding everything the record needs.
+        let list_obj = repo.resolve_ref(&tag_ref(name)).unwrap();
+        let members = repo.read_object_list(&list_obj).unwrap();
+        let rec = repo.resolve_ref(&record_ref(name)).unwrap();
+        let mut want = vec![a, l, rec];
+        want.sort();
+        assert_eq!(members, want);
+        // A record ref moved without its tag (interrupted pull): reported, left out of lists.
+        let other = repo
+            .write_object(&serde_json::to_vec(&record(&b, &l)).unwrap())
+            .unwrap();
+        repo.set_ref(&record_ref(name), &other).unwrap();
         assert!(matches!(
             load(&repo, name).unwrap_err().downcast_ref(),
             Some(OciError::StaleRecord { .. })
         ));
         assert!(list(&repo).unwrap().is_empty());
-        publish(&repo, name, &record(&b)).unwrap();
+        assert!(known_layers(&repo).unwrap().is_empty());
+        publish(&repo, name, &record(&b, &l)).unwrap();
         assert_eq!(load(&repo, name).unwrap().image, b.to_hex());
-    }
-
-    #[test]
-    fn layer_refs() {
-        let td = tempfile::tempdir().unwrap();
-        let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
-        let diff_id = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(known_layer(&repo, &diff_id).unwrap(), None);
-        let d = repo.write_object(b"layer").unwrap();
-        repo.set_ref(&digest_ref(LAYERS, &diff_id), &d).unwrap();
-        assert_eq!(known_layer(&repo, &diff_id).unwrap(), Some(d));
-        assert_eq!(
-            digest_ref(LAYERS, &diff_id),
-            format!("oci/layers/sha256-{}", "ab".repeat(32))
-        );
+        // A member that is not stored cannot be tagged.
+        let missing = crate::fsverity::digest_bytes(Algorithm::Sha256, b"never stored");
+        assert!(publish(&repo, "y", &record(&missing, &l)).is_err());
+        assert!(repo.resolve_ref(&tag_ref("y")).is_err());
+        // Untagging removes both refs; a second time the tag is unknown.
+        remove(&repo, name).unwrap();
+        assert!(repo.list_refs().unwrap().is_empty());
+        assert!(matches!(
+            remove(&repo, name).unwrap_err().downcast_ref(),
+            Some(OciError::UnknownTag(_))
+        ));
+        // A tag that does not load (here: not an object list) does not stop layer lookup.
+        repo.set_ref(&tag_ref("broken"), &a).unwrap();
+        assert!(list(&repo).is_err());
+        assert!(known_layers(&repo).unwrap().is_empty());
     }
 }

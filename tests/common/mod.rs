@@ -162,3 +162,20 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Runs `cfsctl fsck --repo REPO` and fails the test unless it exits 0.
+pub fn assert_fsck_clean(repo: &Path) {
+    let out = cfsctl()
+        .arg("fsck")
+        .arg("--repo")
+        .arg(repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck of {}: {}{}",
+        repo.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
