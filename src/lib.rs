@@ -14,4 +14,5 @@ pub mod fsverity;
 pub mod image;
 pub mod mount;
 pub mod repo;
+pub mod setup_root;
 pub mod tree;
