@@ -2,6 +2,7 @@
 //! its own beyond choosing defaults.
 
 mod image;
+mod install;
 mod maint;
 mod repo;
 
@@ -48,6 +49,8 @@ enum Command {
     Gc(maint::Gc),
     /// Check every object, image, ref and link; exit status 1 on any problem.
     Fsck(maint::Fsck),
+    /// Install a bootable image onto a root filesystem and ESP, or as a raw disk image.
+    Install(install::Install),
 }
 
 /// Entry point of the `cfsctl` binary.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Mount(c) => c.run(),
         Command::Gc(c) => c.run(),
         Command::Fsck(c) => c.run(),
+        Command::Install(c) => c.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
