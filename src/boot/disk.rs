@@ -68,7 +68,11 @@ pub fn install_to_disk(
         kargs,
         bootloader,
     };
-    let installed = install_to_root(src, name, &opts)?;
+    let mut installed = install_to_root(src, name, &opts)?;
+    // The staging ESP goes away: name the entry by its place on the ESP partition.
+    if let Ok(rel) = installed.entry.strip_prefix(&opts.boot) {
+        installed.entry = Path::new("ESP:/").join(rel);
+    }
 
     let esp_bytes = tree_size(&opts.boot)?;
     let esp_size = (esp_bytes * 5 / 4 / MIB + 16).max(64) * MIB;
