@@ -330,3 +330,43 @@ fn classify_mount_error(e: anyhow::Error, image: &ImageArg) -> anyhow::Error {
     }
     e.context(format!("mounting composefs image {}", image.digest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageArg {
+        ImageArg {
+            digest: Digest::from_hex(&"ab".repeat(32)).unwrap(),
+            insecure: false,
+        }
+    }
+
+    #[test]
+    fn overlay_without_verity_option_is_an_unsupported_kernel() {
+        let e = anyhow::Error::new(FsError {
+            what: "overlay: fsconfig verity=require".into(),
+            errno: Errno::INVAL,
+            kernel: vec!["e overlay: Unknown parameter 'verity'".into()],
+        })
+        .context("mounting overlayfs");
+        let e = classify_mount_error(e, &image());
+        assert!(
+            matches!(e.downcast_ref(), Some(Refusal::UnsupportedKernel(_))),
+            "{e:#}"
+        );
+        assert!(format!("{e}").contains("does not support verity=require"));
+    }
+
+    #[test]
+    fn other_mount_errors_stay_mount_errors() {
+        let e = anyhow::Error::new(FsError {
+            what: "erofs: fsconfig source=/proc/self/fd/3".into(),
+            errno: Errno::INVAL,
+            kernel: vec![],
+        });
+        let e = classify_mount_error(e, &image());
+        assert!(e.downcast_ref::<Refusal>().is_none());
+        assert!(format!("{e:#}").contains("mounting composefs image abab"));
+    }
+}
