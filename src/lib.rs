@@ -7,6 +7,7 @@
 //! `unsafe` is denied everywhere except `fsverity::ioctl`, which holds the raw ioctls.
 #![deny(unsafe_code)]
 
+pub mod boot;
 pub mod cli;
 pub mod dumpfile;
 pub mod erofs;
@@ -15,4 +16,5 @@ pub mod image;
 pub mod mount;
 pub mod oci;
 pub mod repo;
+pub mod setup_root;
 pub mod tree;

@@ -2,6 +2,7 @@
 //! its own beyond choosing defaults.
 
 mod image;
+mod install;
 mod maint;
 mod oci;
 mod repo;
@@ -51,6 +52,8 @@ enum Command {
     Fsck(maint::Fsck),
     /// OCI container images: pull, list, inspect, mount, compute-id, seal.
     Oci(oci::Oci),
+    /// Install a bootable image onto a root filesystem and ESP, or as a raw disk image.
+    Install(install::Install),
 }
 
 /// Entry point of the `cfsctl` binary.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Gc(c) => c.run(),
         Command::Fsck(c) => c.run(),
         Command::Oci(c) => c.run(),
+        Command::Install(c) => c.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
