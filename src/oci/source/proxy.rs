@@ -123,12 +123,11 @@ impl ImageSource for ProxySource {
                 // of FinishPipe can return.
                 let pump = async move {
                     loop {
-                        let mut buf = vec![0u8; CHUNK];
-                        let n = reader.read(&mut buf).await?;
-                        if n == 0 {
+                        // `read_buf` fills spare capacity: no zeroing of every chunk.
+                        let mut buf = Vec::with_capacity(CHUNK);
+                        if reader.read_buf(&mut buf).await? == 0 {
                             return Ok(());
                         }
-                        buf.truncate(n);
                         if tx.send(Ok(buf)).await.is_err() {
                             // The consumer gave up (an error of its own); stop reading so
                             // skopeo sees EPIPE and FinishPipe returns.
