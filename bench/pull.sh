@@ -15,7 +15,7 @@ for t in umoci skopeo docker-registry /usr/bin/time; do
   command -v "$t" >/dev/null || apt-get install -y -qq umoci skopeo docker-registry time >/dev/null
 done
 cargo build --release -q
-CFS=$PWD/target/release/cfsctl
+CFS=${CARGO_TARGET_DIR:-$PWD/target}/release/cfsctl
 [ -d "$CACHE/debs" ] || bench/make-tree.sh "$CACHE/tree" >&2
 
 # --- the image: v1 = one gzip layer per package; v2 = v1 + a small layer changing files
