@@ -53,6 +53,26 @@ pub struct MountOptions {
     pub source: String,
 }
 
+impl MountOptions {
+    /// The options for mounting images of `repo`: `verity=require` when its filesystem has
+    /// fs-verity, otherwise verity off with a warning (contents are then not verified).
+    pub fn for_repository(repo: &Repository) -> MountOptions {
+        let verity = if repo.verity_supported() {
+            VerityMode::Require
+        } else {
+            tracing::warn!(
+                "{} has no fs-verity: mounting with verity off, file contents are NOT verified",
+                repo.path().display()
+            );
+            VerityMode::Off
+        };
+        MountOptions {
+            verity,
+            ..MountOptions::default()
+        }
+    }
+}
+
 impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fsverity::Algorithm;
-use crate::mount::{self, MountOptions, VerityMode};
+use crate::mount::{self, MountOptions};
 use crate::oci::pull::{self, PullOptions, PullProgress, PullResult, Tagging};
 use crate::oci::record;
 use crate::oci::reference::ImageReference;
@@ -276,19 +276,7 @@ impl MountCmd {
     pub fn run(self) -> Result<()> {
         let repo = Repository::open(&self.repo.repo)?;
         let record = record::load(&repo, &self.name)?;
-        let verity = if repo.verity_supported() {
-            VerityMode::Require
-        } else {
-            tracing::warn!(
-                "{} has no fs-verity: mounting with verity off, file contents are NOT verified",
-                repo.path().display()
-            );
-            VerityMode::Off
-        };
-        let opts = MountOptions {
-            verity,
-            ..MountOptions::default()
-        };
+        let opts = MountOptions::for_repository(&repo);
         mount::mount_image(&repo, &record.image, &self.mountpoint, &opts)?;
         Ok(())
     }

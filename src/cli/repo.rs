@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::fsverity::Algorithm;
-use crate::mount::{self, MountOptions, VerityMode};
+use crate::mount::{self, MountOptions};
 use crate::repo::Repository;
 
 /// `cfsctl init`.
@@ -47,19 +47,7 @@ pub struct Mount {
 impl Mount {
     pub fn run(self) -> Result<()> {
         let repo = Repository::open(&self.repo.repo)?;
-        let verity = if repo.verity_supported() {
-            VerityMode::Require
-        } else {
-            tracing::warn!(
-                "{} has no fs-verity: mounting with verity off, file contents are NOT verified",
-                repo.path().display()
-            );
-            VerityMode::Off
-        };
-        let opts = MountOptions {
-            verity,
-            ..MountOptions::default()
-        };
+        let opts = MountOptions::for_repository(&repo);
         let as_path = std::path::Path::new(&self.image);
         if self.image.contains('/') && as_path.exists() {
             // A file outside the repository: mount it as is, objects from the repository.
