@@ -108,6 +108,20 @@ impl<'r> TmpObject<'r> {
     /// Enables fs-verity (when the repository supports it) and names the object `digest`,
     /// or measures it when `digest` is `None`. Checks the kernel's measurement against the
     /// userspace digest when both exist. Returns the object's digest.
+    /// Publishes content hashed while it was written: dropped (unnamed, nothing to clean up)
+    /// when the object `digest` exists already, linked under it otherwise.
+    pub(super) fn link_or_drop(
+        self,
+        digest: Digest,
+        what: &dyn Fn() -> String,
+    ) -> Result<Imported> {
+        if self.repo.has_object(&digest) {
+            return Ok(Imported::AlreadyPresent);
+        }
+        self.finish(Some(digest), what)?;
+        Ok(Imported::Stored)
+    }
+
     pub(super) fn finish(
         mut self,
         known: Option<Digest>,
@@ -458,11 +472,7 @@ impl Repository {
         }
         let mut tmp = TmpObject::create(self).with_context(what)?;
         let digest = copy_hashing(src, tmp.file(), size, self.algorithm, buf).with_context(what)?;
-        if self.has_object(&digest) {
-            return Ok((digest, Imported::AlreadyPresent));
-        }
-        tmp.finish(Some(digest), &what)?;
-        Ok((digest, Imported::Stored))
+        Ok((digest, tmp.link_or_drop(digest, &what)?))
     }
 
     /// Stores `data` through the named-temporary-file path (filesystems without O_TMPFILE).

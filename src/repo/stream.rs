@@ -67,10 +67,8 @@ impl Repository {
             }
         }
         let digest = hasher.finish();
-        if self.has_object(&digest) {
-            return Ok(digest);
-        }
-        tmp.finish(Some(digest), &what)
+        tmp.link_or_drop(digest, &what)?;
+        Ok(digest)
     }
 }
 
