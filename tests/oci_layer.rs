@@ -8,13 +8,16 @@ use std::path::Path;
 
 use cfsctl::erofs::writer::{WriteOptions, compute_digest};
 use cfsctl::fsverity::{Algorithm, digest_bytes};
+use cfsctl::oci::error::{OciError, find};
 use cfsctl::oci::layer::{
-    ImportOptions, LayerError, LayerTree, Limits, import_layer, load_layer, store_layer,
+    ImportOptions, LayerError, LayerTree, Limits, import_blob, import_layer, load_layer,
+    store_layer,
 };
 use cfsctl::oci::merge::{CanonicalOptions, MergeError, canonicalize, merge_layers};
-use cfsctl::oci::stream::{StreamError, decompress, layer_stream, media_type, stream_error};
+use cfsctl::oci::stream::{StreamError, decompress, media_type, stream_error};
 use cfsctl::repo::Repository;
 use cfsctl::tree::{FileType, Tree, mode};
+use oci_spec::image::{Descriptor, MediaType};
 use sha2::Digest as _;
 use tar::EntryType;
 
@@ -516,7 +519,7 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
-/// The pipeline a puller runs: blob digest -> decompress -> diff_id -> import.
+/// The pipeline a puller runs: blob digest and size -> decompress -> diff_id -> import.
 fn pull_layer(
     repo: &Repository,
     blob: &[u8],
@@ -524,8 +527,20 @@ fn pull_layer(
     blob_digest: &str,
     diff_id: &str,
 ) -> anyhow::Result<LayerTree> {
-    let tar = layer_stream(blob, media, blob_digest, diff_id)?;
-    import_layer(tar, repo, &opts(diff_id))
+    pull_layer_sized(repo, blob, blob.len() as u64, media, blob_digest, diff_id)
+}
+
+fn pull_layer_sized(
+    repo: &Repository,
+    blob: &[u8],
+    size: u64,
+    media: &str,
+    blob_digest: &str,
+    diff_id: &str,
+) -> anyhow::Result<LayerTree> {
+    let digest: oci_spec::image::Digest = blob_digest.parse().unwrap();
+    let desc = Descriptor::new(MediaType::from(media), size, digest);
+    import_blob(blob, &desc, &diff_id.parse().unwrap(), repo, &opts(diff_id))
 }
 
 #[test]
@@ -538,37 +553,56 @@ fn gzip_zstd_and_plain_give_the_same_layer() {
         .finish();
     let diff_id = sha256(&tar);
     let mut trees = Vec::new();
-    for (media, blob) in [
+    let blobs = [
         (media_type::OCI_TAR, tar.clone()),
         (media_type::OCI_TAR_GZIP, gzip(&tar)),
         (media_type::DOCKER_TAR_GZIP, gzip(&tar)),
         (media_type::OCI_TAR_ZSTD, zstd_frames(&tar)),
-    ] {
-        trees.push(pull_layer(&repo, &blob, media, &sha256(&blob), &diff_id).unwrap());
+    ];
+    for (media, blob) in &blobs {
+        trees.push(pull_layer(&repo, blob, media, &sha256(blob), &diff_id).unwrap());
     }
     assert!(trees.windows(2).all(|w| w[0] == w[1]));
 
-    // A wrong blob digest and a wrong diff_id are typed errors naming both digests.
-    let gz = gzip(&tar);
+    // Whatever the compression: a wrong blob digest, a wrong size and a wrong diff_id are
+    // typed errors naming what was expected and what came.
     let wrong = sha256(b"wrong");
-    let err = pull_layer(&repo, &gz, media_type::OCI_TAR_GZIP, &wrong, &diff_id).unwrap_err();
-    match stream_error(&err) {
-        Some(StreamError::DigestMismatch {
-            expected, actual, ..
-        }) => {
-            assert_eq!(*expected, wrong);
-            assert_eq!(*actual, sha256(&gz));
+    for (media, blob) in &blobs {
+        let err = pull_layer(&repo, blob, media, &wrong, &diff_id).unwrap_err();
+        match find(&err) {
+            Some(OciError::BlobDigestMismatch {
+                what,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(*what, format!("blob {wrong}"));
+                assert_eq!(*expected, wrong);
+                assert_eq!(*actual, sha256(blob));
+            }
+            other => panic!("{media}: {other:?}: {err:#}"),
         }
-        other => panic!("{other:?}: {err:#}"),
+        let len = blob.len() as u64;
+        for size in [len - 1, len + 1] {
+            let err =
+                pull_layer_sized(&repo, blob, size, media, &sha256(blob), &diff_id).unwrap_err();
+            assert!(
+                matches!(
+                    find(&err),
+                    Some(OciError::BlobSizeMismatch { expected, .. }) if *expected == size
+                ),
+                "{media} {size}: {err:#}"
+            );
+        }
+        let err = pull_layer(&repo, blob, media, &sha256(blob), &wrong).unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<OciError>(),
+                Some(OciError::BlobDigestMismatch { expected, what, .. })
+                    if *expected == wrong && *what == format!("diff_id {wrong}")
+            ),
+            "{media}: {err:#}"
+        );
     }
-    let err = pull_layer(&repo, &gz, media_type::OCI_TAR_GZIP, &sha256(&gz), &wrong).unwrap_err();
-    assert!(
-        matches!(
-            err.downcast_ref::<StreamError>(),
-            Some(StreamError::DigestMismatch { expected, .. }) if *expected == wrong
-        ),
-        "{err:#}"
-    );
     assert_clean(&td);
 }
 

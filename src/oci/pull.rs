@@ -25,8 +25,8 @@ use serde::Serialize;
 use super::error::OciError;
 use super::record::{self, ImageRecord, LayerRecord};
 use super::reference::ImageReference;
-use super::source::{self, FetchedManifest, ImageSource, SourceOptions, VerifyingReader};
-use super::{layer, merge, stream};
+use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
+use super::{layer, merge};
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::{self, Algorithm, Digest};
 use crate::repo::Repository;
@@ -408,21 +408,11 @@ fn fetch_layer(
         total: bytes,
         progress,
     };
-    let mut blob = VerifyingReader::new(raw, desc, format!("blob {}", desc.digest()))?;
-    let media_type = desc.media_type().to_string();
-    let tree = {
-        let tar = stream::decompress(&media_type, &mut blob)?;
-        let mut tar = VerifyingReader::with_digest(tar, &diff, None, format!("diff_id {diff_id}"))?;
-        let opts = layer::ImportOptions {
-            layer: diff_id.to_string(),
-            ..Default::default()
-        };
-        let tree = layer::import_layer(&mut tar, repo, &opts)?;
-        // The tar parser stops at the end-of-archive marker; the digests cover everything.
-        tar.finish().map_err(stream::unwrap_io)?;
-        tree
+    let opts = layer::ImportOptions {
+        layer: diff_id.to_string(),
+        ..Default::default()
     };
-    blob.finish().map_err(stream::unwrap_io)?;
+    let tree = layer::import_blob(raw, desc, &diff, repo, &opts)?;
     layer::store_layer(repo, &tree)
 }
 

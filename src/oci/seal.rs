@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use super::pull::{self, IMAGE_LABEL, LAYER_ANNOTATION, PullProgress, seal_value};
 use super::reference::ImageReference;
-use super::source::{self, ImageSource, SourceOptions, VerifyingReader, ocidir::REF_NAME};
+use super::source::{self, ImageSource, SourceOptions, ocidir::REF_NAME};
+use super::stream::VerifyingReader;
 use crate::fsverity::Digest;
 use crate::repo::Repository;
 
@@ -209,7 +210,7 @@ impl<'a> Layout<'a> {
     /// Copies a blob from the source, verified on the way.
     fn copy_blob(&self, src: &dyn ImageSource, desc: &oci_spec::image::Descriptor) -> Result<()> {
         self.write_with(desc.digest().as_ref(), |f| {
-            let mut r = VerifyingReader::new(
+            let mut r = VerifyingReader::for_descriptor(
                 src.open_blob(desc)?,
                 desc,
                 format!("blob {}", desc.digest()),

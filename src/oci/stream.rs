@@ -8,11 +8,16 @@
 //! trusts what it read.
 //!
 //! Errors found inside a stream travel through `io::Error` (the `Read` contract); their
-//! payload is a [`StreamError`], which [`stream_error`] finds again in an error chain.
+//! payload is a [`StreamError`] (found again by [`stream_error`]) or, for a digest or size
+//! mismatch, an [`OciError`] (found by [`crate::oci::error::find`]); [`unwrap_io`] makes
+//! either the root cause.
 
 use std::io::{self, Read};
 
+use oci_spec::image::{Descriptor, DigestAlgorithm};
 use sha2::{Digest as _, Sha256, Sha512};
+
+use super::error::OciError;
 
 /// OCI / Docker media types of layer blobs this module decompresses.
 pub mod media_type {
@@ -40,18 +45,8 @@ pub mod media_type {
 /// An error found while reading a blob stream; callers decide on these.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    /// The bytes do not hash to the digest the manifest or config promised.
-    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch {
-        /// What was checked ("blob sha256:..", "layer diff_id sha256:..").
-        what: String,
-        /// The digest promised, `algorithm:hex`.
-        expected: String,
-        /// The digest of the bytes read, `algorithm:hex`.
-        actual: String,
-    },
-    /// A digest string that is not `sha256:<64 hex>` or `sha512:<128 hex>`.
-    #[error("unsupported or malformed digest '{0}'")]
+    /// A digest of an algorithm other than sha256 / sha512.
+    #[error("unsupported digest algorithm in '{0}'")]
     BadDigest(String),
     /// A layer media type this program cannot decompress.
     #[error("unsupported layer media type '{0}'")]
@@ -83,78 +78,122 @@ pub fn stream_error(err: &anyhow::Error) -> Option<&StreamError> {
     })
 }
 
-/// Turns an `io::Error` carrying a [`StreamError`] into an `anyhow::Error` whose root cause
-/// is that `StreamError` (so `downcast_ref` finds it); other errors are kept as they are.
+/// Turns an `io::Error` carrying a [`StreamError`] or an [`OciError`] into an
+/// `anyhow::Error` whose root cause is that error (so `downcast_ref` finds it); other
+/// errors are kept as they are.
 pub fn unwrap_io(err: io::Error) -> anyhow::Error {
-    if err
+    let typed = err
         .get_ref()
-        .is_some_and(|e| e.downcast_ref::<StreamError>().is_some())
-    {
-        match err.into_inner().map(|e| e.downcast::<StreamError>()) {
-            Some(Ok(e)) => return anyhow::Error::new(*e),
-            Some(Err(e)) => return anyhow::Error::from_boxed(e),
-            None => unreachable!("checked: the error has an inner error"),
-        }
+        .is_some_and(|e| e.is::<StreamError>() || e.is::<OciError>());
+    if !typed {
+        return anyhow::Error::new(err);
     }
-    anyhow::Error::new(err)
+    let inner = err
+        .into_inner()
+        .expect("checked: the error has an inner error");
+    match inner.downcast::<StreamError>() {
+        Ok(e) => anyhow::Error::new(*e),
+        Err(inner) => match inner.downcast::<OciError>() {
+            Ok(e) => anyhow::Error::new(*e),
+            Err(e) => anyhow::Error::from_boxed(e),
+        },
+    }
 }
 
-enum Hash {
+enum Hasher {
     Sha256(Sha256),
     Sha512(Sha512),
 }
 
-/// A `Read` that hashes everything passing through and, at end of stream, fails with
-/// [`StreamError::DigestMismatch`] unless the hash equals the expected digest.
+/// Passes bytes through while hashing and counting them. At end of stream a wrong digest or
+/// size is an `io::Error` carrying [`OciError::BlobDigestMismatch`] /
+/// [`OciError::BlobSizeMismatch`] (find it with [`crate::oci::error::find`]), so no consumer
+/// can mistake a damaged blob for a complete one. Reading past the expected size fails at
+/// once: a source cannot make us download without bound.
 pub struct VerifyingReader<R> {
     inner: R,
-    hash: Option<Hash>,
+    hasher: Option<Hasher>,
     expected: String,
+    size: Option<u64>,
+    read: u64,
     what: String,
 }
 
 impl<R: Read> VerifyingReader<R> {
-    /// Wraps `inner`, expecting the OCI digest `expected` (`sha256:<hex>` or `sha512:<hex>`);
-    /// `what` names the stream in the error.
-    pub fn new(inner: R, expected: &str, what: impl Into<String>) -> Result<Self, StreamError> {
-        let bad = || StreamError::BadDigest(expected.to_string());
-        let (alg, hex_part) = expected.split_once(':').ok_or_else(bad)?;
-        let (hash, len) = match alg {
-            "sha256" => (Hash::Sha256(Sha256::new()), 64),
-            "sha512" => (Hash::Sha512(Sha512::new()), 128),
-            _ => return Err(bad()),
+    /// Checks against a descriptor's digest and size; `what` names the blob in errors.
+    pub fn for_descriptor(
+        inner: R,
+        desc: &Descriptor,
+        what: impl Into<String>,
+    ) -> Result<Self, StreamError> {
+        Self::new(inner, desc.digest(), Some(desc.size()), what)
+    }
+
+    /// Checks against `digest` and, when known, `size` (a layer's diff_id has none).
+    pub fn new(
+        inner: R,
+        digest: &oci_spec::image::Digest,
+        size: Option<u64>,
+        what: impl Into<String>,
+    ) -> Result<Self, StreamError> {
+        let hasher = match digest.algorithm() {
+            DigestAlgorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            DigestAlgorithm::Sha512 => Hasher::Sha512(Sha512::new()),
+            _ => return Err(StreamError::BadDigest(digest.to_string())),
         };
-        // The OCI spec allows only lowercase hex for these algorithms.
-        if hex_part.len() != len
-            || !hex_part
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(bad());
-        }
         Ok(VerifyingReader {
             inner,
-            hash: Some(hash),
-            expected: expected.to_string(),
+            hasher: Some(hasher),
+            expected: digest.to_string(),
+            size,
+            read: 0,
             what: what.into(),
         })
     }
 
+    /// Bytes passed through so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Reads what is left (a decompressor or tar parser may stop before the end), checks,
+    /// and returns the stream's length.
+    pub fn finish(mut self) -> io::Result<u64> {
+        drain(&mut self)?;
+        Ok(self.read)
+    }
+
+    fn size_mismatch(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            OciError::BlobSizeMismatch {
+                what: self.what.clone(),
+                expected: self.size.unwrap_or_default(),
+                actual: self.read,
+            },
+        )
+    }
+
     fn check(&mut self) -> io::Result<()> {
-        let Some(hash) = self.hash.take() else {
+        let Some(h) = self.hasher.take() else {
             return Ok(());
         };
-        let actual = match hash {
-            Hash::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
-            Hash::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        if self.size.is_some_and(|size| size != self.read) {
+            return Err(self.size_mismatch());
+        }
+        let actual = match h {
+            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
         };
         if actual != self.expected {
-            return Err(StreamError::DigestMismatch {
-                what: self.what.clone(),
-                expected: self.expected.clone(),
-                actual,
-            }
-            .into_io());
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                OciError::BlobDigestMismatch {
+                    what: self.what.clone(),
+                    expected: self.expected.clone(),
+                    actual,
+                },
+            ));
         }
         Ok(())
     }
@@ -166,10 +205,17 @@ impl<R: Read> Read for VerifyingReader<R> {
             return Ok(0);
         }
         let n = self.inner.read(buf)?;
-        match &mut self.hash {
-            _ if n == 0 => self.check()?,
-            Some(Hash::Sha256(h)) => h.update(&buf[..n]),
-            Some(Hash::Sha512(h)) => h.update(&buf[..n]),
+        if n == 0 {
+            self.check()?;
+            return Ok(0);
+        }
+        self.read += n as u64;
+        if self.size.is_some_and(|size| self.read > size) {
+            return Err(self.size_mismatch());
+        }
+        match &mut self.hasher {
+            Some(Hasher::Sha256(h)) => h.update(&buf[..n]),
+            Some(Hasher::Sha512(h)) => h.update(&buf[..n]),
             None => {}
         }
         Ok(n)
@@ -245,26 +291,6 @@ pub fn decompress<'a>(
     })
 }
 
-/// The whole read side of a layer blob: `blob` is checked against `blob_digest` (the
-/// manifest's descriptor digest), decompressed by `media_type`, and the tar checked against
-/// `diff_id` (the config's `rootfs.diff_ids` entry). Feed the result to
-/// [`import_layer`](crate::oci::layer::import_layer), which reads it to the end so both
-/// checks run; a mismatch is then the import's root cause.
-pub fn layer_stream<'a>(
-    blob: impl Read + Send + 'a,
-    media_type: &str,
-    blob_digest: &str,
-    diff_id: &str,
-) -> Result<Box<dyn Read + Send + 'a>, StreamError> {
-    let blob = VerifyingReader::new(blob, blob_digest, format!("layer blob {blob_digest}"))?;
-    let tar = decompress(media_type, blob)?;
-    Ok(Box::new(VerifyingReader::new(
-        tar,
-        diff_id,
-        format!("layer diff_id {diff_id}"),
-    )?))
-}
-
 /// Read buffer in front of decompressors.
 const READ_BUF: usize = 256 * 1024;
 
@@ -283,32 +309,53 @@ mod tests {
         format!("sha256:{}", hex::encode(Sha256::digest(data)))
     }
 
+    fn digest(s: &str) -> oci_spec::image::Digest {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn verifying_reader_accepts_and_rejects() {
+    fn verifying_reader_checks_digest_and_size() {
         let data = b"hello layer";
-        let mut ok = VerifyingReader::new(&data[..], &sha256(data), "blob").unwrap();
+        let good = digest(&sha256(data));
+        let mut ok = VerifyingReader::new(&data[..], &good, Some(11), "blob").unwrap();
         let mut out = Vec::new();
         ok.read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
+        assert_eq!(ok.bytes_read(), 11);
 
-        let wrong = sha256(b"other");
-        let mut bad = VerifyingReader::new(&data[..], &wrong, "blob x").unwrap();
-        let err = bad.read_to_end(&mut Vec::new()).unwrap_err();
-        let err = unwrap_io(err);
-        match err.downcast_ref::<StreamError>() {
-            Some(StreamError::DigestMismatch {
+        let wrong = digest(&sha256(b"other"));
+        let bad = VerifyingReader::new(&data[..], &wrong, None, "blob x").unwrap();
+        let err = unwrap_io(bad.finish().unwrap_err());
+        match err.downcast_ref::<OciError>() {
+            Some(OciError::BlobDigestMismatch {
                 what,
                 expected,
                 actual,
             }) => {
                 assert_eq!(what, "blob x");
-                assert_eq!(*expected, wrong);
+                assert_eq!(*expected, wrong.to_string());
                 assert_eq!(*actual, sha256(data));
             }
             other => panic!("{other:?}"),
         }
-        assert!(VerifyingReader::new(&data[..], "md5:abc", "x").is_err());
-        assert!(VerifyingReader::new(&data[..], "sha256:ABC", "x").is_err());
+        // Short and long streams are refused by size, the long one before its end.
+        for (size, actual) in [(12, 11), (10, 11)] {
+            let r = VerifyingReader::new(&data[..], &good, Some(size), "blob y").unwrap();
+            let err = unwrap_io(r.finish().unwrap_err());
+            assert!(
+                matches!(
+                    err.downcast_ref::<OciError>(),
+                    Some(OciError::BlobSizeMismatch { expected, actual: a, .. })
+                        if *expected == size && *a == actual
+                ),
+                "{err:#}"
+            );
+        }
+        let sha384: oci_spec::image::Digest = format!("sha384:{}", "0".repeat(96)).parse().unwrap();
+        assert!(matches!(
+            VerifyingReader::new(&data[..], &sha384, None, "x"),
+            Err(StreamError::BadDigest(_))
+        ));
     }
 
     #[test]

@@ -38,7 +38,9 @@ use anyhow::{Context, Result};
 use self::guard::HeaderGuard;
 use crate::dumpfile::parse::MAX_XATTRS_SIZE;
 use crate::oci::merge::compact;
-use crate::oci::stream::{LimitedReader, drain, unwrap_io};
+use oci_spec::image::Descriptor;
+
+use crate::oci::stream::{LimitedReader, VerifyingReader, decompress, drain, unwrap_io};
 use crate::repo::Repository;
 use crate::tree::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode};
 
@@ -132,9 +134,8 @@ pub enum LayerError {
 /// streamed into `repo` as objects, everything else is kept in the returned tree.
 ///
 /// Reads the stream to its end (the end-of-archive padding is part of the diff_id), so a
-/// [`VerifyingReader`](crate::oci::stream::VerifyingReader) below `tar` gets to check its
-/// digest; its [`StreamError`](crate::oci::stream::StreamError) is the root cause of the
-/// returned error then. Memory use does not grow with file sizes; it grows with the number of
+/// [`VerifyingReader`] below `tar` gets to check its digest; its error is the root cause of
+/// the returned error then. [`import_blob`] is the whole path from a compressed blob. Memory use does not grow with file sizes; it grows with the number of
 /// entries (bounded by [`Limits`]). Layers can be imported on several threads at once.
 pub fn import_layer(tar: impl Read, repo: &Repository, opts: &ImportOptions) -> Result<LayerTree> {
     let layer = &opts.layer;
@@ -165,6 +166,32 @@ pub fn import_layer(tar: impl Read, repo: &Repository, opts: &ImportOptions) -> 
     Ok(LayerTree {
         tree: compact(&tree),
     })
+}
+
+/// Imports a layer blob as the manifest describes it: the blob is checked against `desc`
+/// (digest and size), decompressed by its media type, and the tar checked against `diff_id`
+/// (the config's `rootfs.diff_ids` entry) on its way into [`import_layer`]. Both streams are
+/// read to their end, so both checks run whatever the decompressor or the tar parser
+/// needed; a mismatch is the root cause of the returned error
+/// ([`OciError`](crate::oci::error::OciError), found with [`crate::oci::error::find`]).
+pub fn import_blob(
+    blob: impl Read + Send,
+    desc: &Descriptor,
+    diff_id: &oci_spec::image::Digest,
+    repo: &Repository,
+    opts: &ImportOptions,
+) -> Result<LayerTree> {
+    let mut blob = VerifyingReader::for_descriptor(blob, desc, format!("blob {}", desc.digest()))?;
+    let media_type = desc.media_type().to_string();
+    let tree = {
+        let tar = decompress(&media_type, &mut blob)?;
+        let mut tar = VerifyingReader::new(tar, diff_id, None, format!("diff_id {diff_id}"))?;
+        let tree = import_layer(&mut tar, repo, opts)?;
+        tar.finish().map_err(unwrap_io)?;
+        tree
+    };
+    blob.finish().map_err(unwrap_io)?;
+    Ok(tree)
 }
 
 /// An error of the tar stream: a [`LayerError`] or `StreamError` carried in the

@@ -1,11 +1,11 @@
 //! Where image bytes come from: an `oci:` layout read directly ([`ocidir`]) or skopeo's image
 //! proxy ([`proxy`]). Both give the manifest, the config and raw layer blobs; digests are
-//! checked here ([`VerifyingReader`], [`verify_bytes`]) whatever the source claims to check.
+//! checked by us ([`VerifyingReader`], [`verify_bytes`]) whatever the source claims to check.
 
 pub mod ocidir;
 pub mod proxy;
 
-use std::io::{self, Read};
+use std::io::Read;
 
 use anyhow::{Context, Result};
 use oci_spec::image::{Descriptor, DigestAlgorithm, ImageIndex, ImageManifest, MediaType};
@@ -13,6 +13,7 @@ use sha2::Digest as _;
 
 use super::error::OciError;
 use super::reference::ImageReference;
+use super::stream::VerifyingReader;
 
 /// How to reach a source.
 #[derive(Debug, Clone)]
@@ -75,7 +76,7 @@ fn config_blob<S: ImageSource + ?Sized>(source: &S, manifest: &ImageManifest) ->
     if desc.size() > MAX_JSON {
         anyhow::bail!("{what}: {} bytes is too large for a config", desc.size());
     }
-    let mut reader = VerifyingReader::new(source.open_blob(desc)?, desc, what.clone())?;
+    let mut reader = VerifyingReader::for_descriptor(source.open_blob(desc)?, desc, what.clone())?;
     let mut bytes = Vec::new();
     reader
         .read_to_end(&mut bytes)
@@ -113,128 +114,6 @@ pub fn verify_bytes(what: &str, expected: &oci_spec::image::Digest, bytes: &[u8]
 /// sha256 of bytes, as `sha256:<hex>`.
 pub fn sha256_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-enum Hasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-}
-
-/// Passes bytes through while hashing and counting them; at end of stream a wrong digest or
-/// size is an `io::Error` wrapping [`OciError`], so no consumer can mistake a damaged blob for
-/// a complete one. Reading past the descriptor's size fails at once (no unbounded download).
-pub struct VerifyingReader<R> {
-    inner: R,
-    hasher: Option<Hasher>,
-    expected: String,
-    size: Option<u64>,
-    read: u64,
-    what: String,
-}
-
-impl<R: Read> VerifyingReader<R> {
-    /// Checks against a descriptor's digest and size.
-    pub fn new(inner: R, desc: &Descriptor, what: String) -> Result<Self> {
-        Self::with_digest(inner, desc.digest(), Some(desc.size()), what)
-    }
-
-    /// Checks against `digest` (and `size` when known), e.g. a layer's diff_id.
-    pub fn with_digest(
-        inner: R,
-        digest: &oci_spec::image::Digest,
-        size: Option<u64>,
-        what: String,
-    ) -> Result<Self> {
-        let hasher = match digest.algorithm() {
-            DigestAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            DigestAlgorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-            other => anyhow::bail!("{what}: unsupported digest algorithm {other}"),
-        };
-        Ok(VerifyingReader {
-            inner,
-            hasher: Some(hasher),
-            expected: digest.to_string(),
-            size,
-            read: 0,
-            what,
-        })
-    }
-
-    /// Bytes passed through so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.read
-    }
-
-    /// Reads what is left (a decompressor or tar parser may stop before the end) and checks.
-    pub fn finish(mut self) -> io::Result<u64> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(self.read)
-    }
-
-    fn check(&mut self) -> io::Result<()> {
-        let Some(h) = self.hasher.take() else {
-            return Ok(());
-        };
-        if let Some(size) = self.size
-            && size != self.read
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                OciError::BlobSizeMismatch {
-                    what: self.what.clone(),
-                    expected: size,
-                    actual: self.read,
-                },
-            ));
-        }
-        let actual = match h {
-            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
-            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
-        };
-        if actual != self.expected {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                OciError::BlobDigestMismatch {
-                    what: self.what.clone(),
-                    expected: self.expected.clone(),
-                    actual,
-                },
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl<R: Read> Read for VerifyingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let n = self.inner.read(buf)?;
-        if n == 0 {
-            self.check()?;
-            return Ok(0);
-        }
-        self.read += n as u64;
-        if let Some(size) = self.size
-            && self.read > size
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                OciError::BlobSizeMismatch {
-                    what: self.what.clone(),
-                    expected: size,
-                    actual: self.read,
-                },
-            ));
-        }
-        match &mut self.hasher {
-            Some(Hasher::Sha256(h)) => h.update(&buf[..n]),
-            Some(Hasher::Sha512(h)) => h.update(&buf[..n]),
-            None => {}
-        }
-        Ok(n)
-    }
 }
 
 /// The linux/amd64 manifest of an index (or the only one, if it names no platform).

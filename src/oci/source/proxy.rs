@@ -6,7 +6,7 @@
 //! a pipe: a task pumps it into a bounded channel while awaiting `FinishPipe` at the same time
 //! (awaiting one before the other deadlocks skopeo), and the importer threads read the channel
 //! as a plain `Read`. skopeo checks blob digests too, but the bytes are checked again by the
-//! caller's [`VerifyingReader`](super::VerifyingReader) — the proxy is not trusted for that.
+//! caller's [`VerifyingReader`](crate::oci::stream::VerifyingReader) — the proxy is not trusted for that.
 
 use std::io::{self, Read};
 use std::sync::Arc;
