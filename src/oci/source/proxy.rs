@@ -5,12 +5,14 @@
 //! The proxy is async; a private tokio runtime lives here and nowhere else. A blob arrives as
 //! a pipe: a task pumps it into a bounded channel while awaiting `FinishPipe` at the same time
 //! (awaiting one before the other deadlocks skopeo), and the importer threads read the channel
-//! as a plain `Read`. skopeo checks blob digests too, but the bytes are checked again by the
-//! caller's [`VerifyingReader`](crate::oci::stream::VerifyingReader) — the proxy is not trusted for that.
+//! as a plain `Read`. skopeo (1.9, protocol 0.2.3) answers one request at a time and its
+//! `FinishPipe` returns only once the blob is written, so one proxy streams one blob at a
+//! time: each blob in flight gets a proxy of its own ([`Connection`]s are pooled and reused).
+//! skopeo checks blob digests too, but the bytes are checked again by the caller's [`VerifyingReader`](crate::oci::stream::VerifyingReader) — the proxy is not trusted for that.
 
 use std::io::{self, Read};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
@@ -24,12 +26,52 @@ use super::{FetchedManifest, ImageSource, sha256_of};
 const CHANNEL_CHUNKS: usize = 8;
 const CHUNK: usize = 256 << 10;
 
-/// An image opened in a skopeo proxy process.
+/// One skopeo proxy process with the image opened in it.
+struct Connection {
+    proxy: ImageProxy,
+    image: OpenedImage,
+}
+
+impl Connection {
+    /// Starts a proxy on one of `rt`'s worker threads: skopeo gets SIGTERM when the thread
+    /// that started it ends (the crate sets PR_SET_PDEATHSIG, which is per thread), and the
+    /// importer threads asking for connections end before the source is closed.
+    fn start(rt: &tokio::runtime::Runtime, reference: &str, tls_verify: bool) -> Result<Self> {
+        let reference = reference.to_string();
+        rt.block_on(rt.spawn(async move { Self::open(&reference, tls_verify).await }))
+            .context("starting the skopeo proxy")?
+    }
+
+    async fn open(reference: &str, tls_verify: bool) -> Result<Self> {
+        let mut config = ImageProxyConfig::default();
+        if !tls_verify {
+            config.insecure_skip_tls_verification = Some(true);
+        }
+        let proxy = ImageProxy::new_with_config(config)
+            .await
+            .context("starting `skopeo experimental-image-proxy` (is skopeo installed?)")?;
+        let image = proxy
+            .open_image(reference)
+            .await
+            .with_context(|| format!("opening {reference}"))?;
+        Ok(Connection { proxy, image })
+    }
+
+    async fn close(self) -> Result<()> {
+        self.proxy.close_image(&self.image).await?;
+        self.proxy.finalize().await?;
+        Ok(())
+    }
+}
+
+/// An image opened in skopeo proxy processes: every request takes an idle connection from
+/// the pool, or opens one more when all are busy streaming blobs.
 pub struct ProxySource {
     rt: tokio::runtime::Runtime,
-    proxy: Arc<ImageProxy>,
-    image: Arc<OpenedImage>,
     reference: String,
+    tls_verify: bool,
+    /// Idle connections (a blob's goes back when its pipe is finished).
+    idle: Arc<Mutex<Vec<Connection>>>,
     /// skopeo converted the manifest (Docker schema 2 -> OCI): the config it names is the
     /// converted one, which only `GetFullConfig` gives.
     converted: AtomicBool,
@@ -43,35 +85,43 @@ impl ProxySource {
             .enable_all()
             .build()
             .context("starting the async runtime for skopeo")?;
-        let mut config = ImageProxyConfig::default();
-        if !opts.tls_verify {
-            config.insecure_skip_tls_verification = Some(true);
-        }
-        let (proxy, image) = rt
-            .block_on(async {
-                let proxy = ImageProxy::new_with_config(config)
-                    .await
-                    .context("starting `skopeo experimental-image-proxy` (is skopeo installed?)")?;
-                let image = proxy.open_image(reference).await?;
-                anyhow::Ok((proxy, image))
-            })
-            .with_context(|| format!("opening {reference}"))?;
+        // Opened now, so a bad reference fails here.
+        let first = Connection::start(&rt, reference, opts.tls_verify)?;
         Ok(ProxySource {
             rt,
-            proxy: Arc::new(proxy),
-            image: Arc::new(image),
             reference: reference.to_string(),
+            tls_verify: opts.tls_verify,
+            idle: Arc::new(Mutex::new(vec![first])),
             converted: AtomicBool::new(false),
         })
+    }
+
+    /// An idle connection, or a new one.
+    fn take(&self) -> Result<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => Connection::start(&self.rt, &self.reference, self.tls_verify),
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
     }
 }
 
 impl ImageSource for ProxySource {
     fn manifest(&self) -> Result<FetchedManifest> {
-        let (digest, bytes) = self
+        let conn = self.take()?;
+        let fetched = self
             .rt
-            .block_on(self.proxy.fetch_manifest_raw_oci(&self.image))
-            .with_context(|| format!("{}: fetching the manifest", self.reference))?;
+            .block_on(conn.proxy.fetch_manifest_raw_oci(&conn.image));
+        self.put(conn);
+        let (digest, bytes) =
+            fetched.with_context(|| format!("{}: fetching the manifest", self.reference))?;
         let manifest: ImageManifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: parsing manifest {digest}", self.reference))?;
         // The digest is skopeo's, of the raw manifest it received (and checked against the
@@ -98,24 +148,25 @@ impl ImageSource for ProxySource {
             return super::config_blob(self, manifest);
         }
         let desc = manifest.config();
-        let bytes = self
-            .rt
-            .block_on(self.proxy.fetch_config_raw(&self.image))
-            .with_context(|| format!("{}: fetching the config", self.reference))?;
+        let conn = self.take()?;
+        let fetched = self.rt.block_on(conn.proxy.fetch_config_raw(&conn.image));
+        self.put(conn);
+        let bytes = fetched.with_context(|| format!("{}: fetching the config", self.reference))?;
         super::verify_bytes(&format!("config {}", desc.digest()), desc.digest(), &bytes)?;
         Ok(bytes)
     }
 
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        let conn = self.take()?;
         let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(CHANNEL_CHUNKS);
-        let proxy = Arc::clone(&self.proxy);
-        let image = Arc::clone(&self.image);
+        let pool = Arc::clone(&self.idle);
         let digest = desc.digest().clone();
         let size = desc.size();
         self.rt.spawn(async move {
             let result = async {
-                let (mut reader, finish) = proxy
-                    .get_blob(&image, &digest, size)
+                let (mut reader, finish) = conn
+                    .proxy
+                    .get_blob(&conn.image, &digest, size)
                     .await
                     .map_err(io::Error::other)?;
                 let tx = &tx;
@@ -140,8 +191,14 @@ impl ImageSource for ProxySource {
                 finished.map_err(io::Error::other)
             }
             .await;
-            if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
+            match result {
+                // The proxy is idle again: back to the pool.
+                Ok(()) => pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    // A proxy whose blob failed is not reused; dropping it ends skopeo.
+                    drop(conn);
+                }
             }
         });
         Ok(Box::new(ChannelReader {
@@ -152,22 +209,19 @@ impl ImageSource for ProxySource {
     }
 
     fn close(self: Box<Self>) -> Result<()> {
-        let ProxySource {
-            rt, proxy, image, ..
-        } = *self;
+        let ProxySource { rt, idle, .. } = *self;
         let result = rt
             .block_on(async move {
-                proxy.close_image(&image).await?;
-                match Arc::try_unwrap(proxy) {
-                    Ok(p) => p.finalize().await?,
-                    // A blob task abandoned after an error still holds it; dropping the
-                    // runtime cancels that task, which closes the socket and ends skopeo.
-                    Err(_) => tracing::debug!("skopeo proxy still referenced; not finalized"),
+                let conns = std::mem::take(&mut *idle.lock().unwrap_or_else(|e| e.into_inner()));
+                for c in conns {
+                    c.close().await?;
                 }
                 anyhow::Ok(())
             })
             .context("closing the skopeo proxy");
-        // Do not wait forever for the thread reaping skopeo.
+        // Blob tasks abandoned after an error still own their proxies; dropping the runtime
+        // cancels them, which closes their sockets and ends those skopeo processes. Do not
+        // wait forever for the threads reaping them.
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
         result
     }
