@@ -1,21 +1,31 @@
 #!/bin/bash
-# Pull benchmark: a multi-layer image (one layer per Debian package of bench/make-tree.sh,
-# 1.6 GB uncompressed) served by a real docker-registry on 127.0.0.1.
+# Pull benchmark: a multi-layer image (one gzip layer per Debian package of bench/make-tree.sh,
+# 1.6 GB uncompressed) served by a real docker-registry on 127.0.0.1. Rows:
 #   - transfer floor: `skopeo copy docker://... oci:DIR` of the same image
-#   - cfsctl oci pull into an empty repository; then v2 (one extra layer) incrementally
-#   - composefs-rs `cfsctl oci pull` when installed (/opt/composefs-rs)
-# Prints wall time, peak RSS and bytes fetched. The OCI layouts are cached in $BENCH_CACHE.
+#   - CPU floor: the checks, inflation and fs-verity hashing no pull can skip, with nothing
+#     written (bench/pull_floor.rs, one thread per core, from the oci: layout)
+#   - write floor: `cp -a` of the unpacked tree into the same filesystem
+#   - cfsctl oci pull into an empty repository (from the registry and from the oci: layout);
+#     then v2 (one extra layer) incrementally, and a no-op repeat
+#   - peers: composefs-rs `cfsctl oci pull` (/opt/composefs-rs) and `skopeo copy` into
+#     containers-storage (what `podman pull` does), each into an empty store
+# Prints wall time, peak RSS and bytes fetched. Destinations live in $BENCH_DEST (default
+# tmpfs, /dev/shm: CPU cost without the disk; set BENCH_DEST=/var/tmp/... for the disk).
+# The OCI layouts are cached in $BENCH_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${BENCH_CACHE:-/var/tmp/cfsctl-bench}
-WORK=${BENCH_WORK:-/var/tmp/cfsctl-bench/pull}
+DEST=${BENCH_DEST:-/dev/shm/cfsctl-pull-bench}
+WORK=$CACHE/pull
 RSCFS=${COMPOSEFS_RS:-/opt/composefs-rs/bin/cfsctl}
 export DEBIAN_FRONTEND=noninteractive
 for t in umoci skopeo docker-registry /usr/bin/time; do
   command -v "$t" >/dev/null || apt-get install -y -qq umoci skopeo docker-registry time >/dev/null
 done
 cargo build --release -q
-CFS=${CARGO_TARGET_DIR:-$PWD/target}/release/cfsctl
+cargo build --release -q --example pull-floor
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}/release
+CFS=$TARGET/cfsctl
 [ -d "$CACHE/debs" ] || bench/make-tree.sh "$CACHE/tree" >&2
 
 # --- the image: v1 = one gzip layer per package; v2 = v1 + a small layer changing files
@@ -33,8 +43,10 @@ if [ ! -f "$LAYOUT/.complete" ]; then
   rm -f "$CACHE/layer.tar"; touch "$LAYOUT/.complete"
 fi
 
-# --- a registry on loopback, trusted over plain http through a private registries.conf
-rm -rf "$WORK"; mkdir -p "$WORK"
+# --- a registry on loopback, trusted over plain http. skopeo 1.9 ignores
+# CONTAINERS_REGISTRIES_CONF, and composefs-rs has no --tls-verify, so the trust goes into a
+# registries.conf.d drop-in for the benchmark's duration.
+rm -rf "$WORK" "$DEST"; mkdir -p "$WORK" "$DEST"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$WORK/registry.yml" <<YML
 version: 0.1
@@ -43,9 +55,11 @@ storage: {filesystem: {rootdirectory: $WORK/storage}}
 http: {addr: 127.0.0.1:$PORT}
 YML
 docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" & REG=$!
-trap 'kill $REG 2>/dev/null; rm -rf "$WORK"' EXIT
-printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$PORT" > "$WORK/registries.conf"
-export CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf
+DROPIN=/etc/containers/registries.conf.d/zz-cfsctl-bench-$PORT.conf
+cleanup() { kill $REG 2>/dev/null; rm -f "$DROPIN"; rm -rf "$WORK" "$DEST"; }
+trap cleanup EXIT
+mkdir -p /etc/containers/registries.conf.d
+printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$PORT" > "$DROPIN"
 until curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null; do sleep 0.1; done
 R=127.0.0.1:$PORT/bench
 skopeo copy -q "oci:$LAYOUT:v1" "docker://$R:v1" --dest-tls-verify=false
@@ -53,36 +67,59 @@ skopeo copy -q "oci:$LAYOUT:v2" "docker://$R:v2" --dest-tls-verify=false
 BYTES=$(du -sb --apparent-size "$WORK/storage" | cut -f1)
 
 t() { /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; return 1; }; read -r S K < "$WORK/time"; echo "$S $((K / 1024))"; }
+# Deleted inodes make the next allocations slow on a journal-less ext4 (the kernel skips
+# "recently deleted" inodes, scanning for free ones): let deletions settle before a timed run.
+PAUSE=6; [ "$(df --output=fstype "$DEST" | tail -1)" = tmpfs ] && PAUSE=0
+settle() { rm -rf "$@"; sync; sleep $PAUSE; }
 ROWS=()
-row() { ROWS+=("$(printf '| %-40s | %8s | %8s | %-32s |' "$@")"); }
+row() { ROWS+=("$(printf '| %-40s | %8s | %8s | %-34s |' "$@")"); }
+vs() { awk "BEGIN{printf \"%.2fx floor%s\", $1/$FLOOR, \"$2\"}"; }
+fetched() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_fetched"])' "$WORK/out"; }
 
-read -r FLOOR M < <(t skopeo copy -q "docker://$R:v1" "oci:$WORK/copy:v1" --src-tls-verify=false)
-row "skopeo copy v1 -> oci: (floor)" "$FLOOR" "$M" "1.00x"
-rm -rf "$WORK/copy"
+settle
+read -r FLOOR M < <(t skopeo copy -q "docker://$R:v1" "oci:$DEST/copy:v1")
+row "skopeo copy v1 -> oci: (transfer floor)" "$FLOOR" "$M" "1.00x floor"
+settle "$DEST/copy"
+read -r S M < <(t "$TARGET/examples/pull-floor" "$LAYOUT:v1")
+row "CPU floor: verify+inflate+fs-verity" "$S" "$M" "$(vs "$S" ", $(nproc) threads, no writes")"
+read -r S M < <(t cp -a "$CACHE/tree" "$DEST/tree")
+row "cp -a of the unpacked tree (write floor)" "$S" "$M" "$(vs "$S" "")"
+settle "$DEST/tree"
 
-"$CFS" init --repo "$WORK/repo" 2>/dev/null
-read -r S M < <(t "$CFS" oci pull --repo "$WORK/repo" --tls-verify=false --json "docker://$R:v1")
-F=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_fetched"])' "$WORK/out")
-row "cfsctl oci pull v1 (empty repo)" "$S" "$M" "$(awk "BEGIN{printf \"%.2fx floor, %d MB fetched\", $S/$FLOOR, $F/1e6}")"
-read -r S M < <(t "$CFS" oci pull --repo "$WORK/repo" --tls-verify=false --json "docker://$R:v2")
-F=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_fetched"])' "$WORK/out")
-row "cfsctl oci pull v2 after v1" "$S" "$M" "$F bytes fetched"
-read -r S M < <(t "$CFS" oci pull --repo "$WORK/repo" --tls-verify=false --json "docker://$R:v2")
-row "cfsctl oci pull v2 again (no-op)" "$S" "$M" "-"
-rm -rf "$WORK/repo"
+"$CFS" init --repo "$DEST/repo" 2>/dev/null
+read -r S M < <(t "$CFS" oci pull --repo "$DEST/repo" --json "docker://$R:v1")
+row "cfsctl oci pull v1 (empty repo)" "$S" "$M" "$(vs "$S" ", $(( $(fetched) / 1000000 )) MB fetched")"
+read -r S M < <(t "$CFS" oci pull --repo "$DEST/repo" --json "docker://$R:v2")
+row "cfsctl oci pull v2 after v1" "$S" "$M" "$(fetched) bytes fetched"
+read -r S M < <(t "$CFS" oci pull --repo "$DEST/repo" --json "docker://$R:v2")
+row "cfsctl oci pull v2 again (no-op)" "$S" "$M" "$(fetched) bytes fetched"
+settle "$DEST/repo"
+"$CFS" init --repo "$DEST/repo" 2>/dev/null
+read -r S M < <(t "$CFS" oci pull --repo "$DEST/repo" "oci:$LAYOUT:v1")
+row "cfsctl oci pull oci:LAYOUT:v1 (no registry)" "$S" "$M" "$(vs "$S" "")"
+settle "$DEST/repo"
 
 if [ -x "$RSCFS" ]; then
-  "$RSCFS" --repo "$WORK/rsrepo" init --algorithm fsverity-sha256-12 --insecure >/dev/null
-  if read -r S M < <(t "$RSCFS" --repo "$WORK/rsrepo" oci pull "docker://$R:v1"); then
-    row "composefs-rs oci pull v1 (empty repo)" "$S" "$M" "$(awk "BEGIN{printf \"%.2fx floor\", $S/$FLOOR}")"
-    read -r S M < <(t "$RSCFS" --repo "$WORK/rsrepo" oci pull "docker://$R:v2") &&
+  "$RSCFS" --repo "$DEST/rsrepo" init --algorithm fsverity-sha256-12 --insecure >/dev/null
+  if read -r S M < <(t "$RSCFS" --repo "$DEST/rsrepo" oci pull "docker://$R:v1"); then
+    row "composefs-rs oci pull v1 (empty repo)" "$S" "$M" "$(vs "$S" ", no merged image")"
+    read -r S M < <(t "$RSCFS" --repo "$DEST/rsrepo" oci pull "docker://$R:v2") &&
       row "composefs-rs oci pull v2 after v1" "$S" "$M" "-"
   fi
+  settle "$DEST/rsrepo"
 fi
 
+# containers-storage, overlay driver, private roots: the podman pull path.
+printf '[storage]\ndriver = "overlay"\nrunroot = "%s"\ngraphroot = "%s"\n' "$DEST/cs-run" "$DEST/cs" > "$WORK/storage.conf"
+if read -r S M < <(CONTAINERS_STORAGE_CONF=$WORK/storage.conf t skopeo copy -q "docker://$R:v1" "containers-storage:localhost/bench:v1"); then
+  row "skopeo copy -> containers-storage (podman)" "$S" "$M" "$(vs "$S" "")"
+fi
+umount "$DEST/cs/overlay" 2>/dev/null || true
+settle "$DEST/cs" "$DEST/cs-run"
+
 echo
-echo "image: $(ls "$CACHE"/debs/*.deb | wc -l) package layers (+1 in v2), registry holds $BYTES bytes; $(nproc) cores; $(uname -r)"
+echo "image: $(ls "$CACHE"/debs/*.deb | wc -l) package layers (+1 in v2), registry holds $BYTES bytes; destination $(df --output=fstype "$DEST" | tail -1) ($DEST); $(nproc) cores; $(uname -r)"
 echo
-printf '| %-40s | %8s | %8s | %-32s |\n' case "wall s" "RSS MB" "vs floor"
-echo "|------------------------------------------|----------|----------|----------------------------------|"
+printf '| %-40s | %8s | %8s | %-34s |\n' case "wall s" "RSS MB" "vs transfer floor"
+echo "|------------------------------------------|----------|----------|------------------------------------|"
 printf '%s\n' "${ROWS[@]}"
