@@ -252,41 +252,28 @@ fn copy_content(src: &File, dst: &File, repo: &Repository) -> io::Result<Copied>
     if repo.verity_supported && copy_file_range_all(src, dst)? {
         return Ok(Copied::InKernel);
     }
-    let mut hasher = FsVerityHasher::new(repo.algorithm);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut offset = 0u64;
     // Restart from zero: a failed copy_file_range may have written a prefix.
     dst.set_len(0)?;
-    loop {
-        let n = match src.read_at(&mut buf, offset) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all_at(&buf[..n], offset)?;
-        offset += n as u64;
-    }
-    Ok(Copied::Hashed(hasher.finish()))
+    let mut buf = vec![0u8; 256 * 1024];
+    copy_hashing(src, dst, None, repo.algorithm, &mut buf).map(Copied::Hashed)
 }
 
-/// Copies the first `size` bytes of `src` to the start of `dst` through `buf`, hashing on
-/// the way. A file shorter than `size` is an error.
+/// Copies `src` from offset 0 to the start of `dst` through `buf`, hashing on the way: the
+/// first `size` bytes (a file shorter than that is an error), or with `None` all of it.
 fn copy_hashing(
     src: &File,
     dst: &File,
-    size: u64,
+    size: Option<u64>,
     algorithm: crate::fsverity::Algorithm,
     buf: &mut [u8],
 ) -> io::Result<Digest> {
     let mut hasher = FsVerityHasher::new(algorithm);
     let mut offset = 0u64;
-    while offset < size {
-        let want = buf
-            .len()
-            .min(usize::try_from(size - offset).unwrap_or(usize::MAX));
+    while size.is_none_or(|size| offset < size) {
+        let left = size.map_or(u64::MAX, |size| size - offset);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = match src.read_at(&mut buf[..want], offset) {
+            Ok(0) if size.is_none() => break,
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -471,7 +458,8 @@ impl Repository {
             return Ok((digest, Imported::Stored));
         }
         let mut tmp = TmpObject::create(self).with_context(what)?;
-        let digest = copy_hashing(src, tmp.file(), size, self.algorithm, buf).with_context(what)?;
+        let digest =
+            copy_hashing(src, tmp.file(), Some(size), self.algorithm, buf).with_context(what)?;
         Ok((digest, tmp.link_or_drop(digest, &what)?))
     }
 
