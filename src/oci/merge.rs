@@ -54,7 +54,9 @@ pub fn merge_layers(layers: &[LayerTree]) -> Result<Tree, MergeError> {
         }
         m.merge_dir(li, &layer.tree, ROOT, ROOT, &mut path)?;
     }
-    Ok(compact(&m.out))
+    let mut out = m.out;
+    compact_in_place(&mut out);
+    Ok(out)
 }
 
 struct Merger {
@@ -151,10 +153,11 @@ fn copy_dir_metadata(dst: &mut Inode, src: &Inode) {
 }
 
 /// A copy of `tree` holding only the inodes reachable from the root, numbered in depth-first
-/// name order, xattrs sorted (as the image stores them). The first name of a non-directory in that order is its primary entry (the
-/// others are hardlinks, the rule `tree::from_dir` uses with hardlinks on); link counts are
-/// the number of names (non-directories) and 2 + subdirectories (directories);
-/// directory sizes are 0 (the writer computes them).
+/// name order, xattrs sorted (as the image stores them). The first name of a non-directory in
+/// that order is its primary entry (the others are hardlinks, the rule `tree::from_dir` uses
+/// with hardlinks on); link counts are the number of names (non-directories) and 2 +
+/// subdirectories (directories); directory sizes are 0 (the writer computes them).
+/// [`compact_in_place`] does the same without the copy.
 pub fn compact(tree: &Tree) -> Tree {
     fn visit(
         src: &Tree,
@@ -208,6 +211,95 @@ pub fn compact(tree: &Tree) -> Tree {
     out
 }
 
+/// [`compact`] without a copy: the inodes are renumbered where they are and the unreachable
+/// ones dropped. A tree that `compact` would have to duplicate parts of (a directory or the
+/// root with two names, a non-directory with entries) is compacted by copying.
+pub fn compact_in_place(tree: &mut Tree) {
+    let Some(new_ids) = numbering(tree) else {
+        *tree = compact(tree);
+        return;
+    };
+    let mut names = vec![0u32; tree.inodes.len()];
+    relink(tree, ROOT, &new_ids, &mut names);
+    for (inode, &n) in tree.inodes.iter_mut().zip(&names) {
+        if n > 0 {
+            inode.nlink = n;
+            inode.xattrs.sort();
+        }
+    }
+    drop(names);
+    // Move every inode to its new number, the unreachable ones to the end, then drop those.
+    let reachable = new_ids.iter().filter(|&&id| id != UNSEEN).count();
+    let mut dest = new_ids;
+    for (d, id) in dest.iter_mut().filter(|d| **d == UNSEEN).zip(reachable..) {
+        *d = id;
+    }
+    for i in 0..dest.len() {
+        // Each swap puts the inode at `i` where it belongs.
+        while dest[i] != i {
+            let j = dest[i];
+            tree.inodes.swap(i, j);
+            dest.swap(i, j);
+        }
+    }
+    tree.inodes.truncate(reachable);
+}
+
+const UNSEEN: InodeId = InodeId::MAX;
+
+/// The number [`compact`] gives each reachable inode (others [`UNSEEN`]), or `None` when it
+/// would duplicate an inode.
+fn numbering(tree: &Tree) -> Option<Vec<InodeId>> {
+    fn visit(tree: &Tree, dir: InodeId, ids: &mut [InodeId], next: &mut InodeId) -> Option<()> {
+        for entry in tree.inodes[dir].entries.values() {
+            let t = entry.inode;
+            let inode = &tree.inodes[t];
+            if ids[t] != UNSEEN {
+                if t == ROOT || inode.is_dir() {
+                    return None;
+                }
+                continue;
+            }
+            ids[t] = *next;
+            *next += 1;
+            if inode.is_dir() {
+                visit(tree, t, ids, next)?;
+            } else if !inode.entries.is_empty() {
+                return None;
+            }
+        }
+        Some(())
+    }
+    let mut ids = vec![UNSEEN; tree.inodes.len()];
+    ids[ROOT] = ROOT;
+    visit(tree, ROOT, &mut ids, &mut (ROOT + 1))?;
+    Some(ids)
+}
+
+/// Rewrites the entries below `dir` to the new numbers, with [`compact`]'s primary entries,
+/// directory link counts and sizes; counts the names of non-directories in `names`.
+fn relink(tree: &mut Tree, dir: InodeId, new_ids: &[InodeId], names: &mut [u32]) {
+    let mut entries = std::mem::take(&mut tree.inodes[dir].entries);
+    let mut subdirs = 0;
+    for entry in entries.values_mut() {
+        let t = entry.inode;
+        if tree.inodes[t].is_dir() {
+            subdirs += 1;
+            entry.hardlink = false;
+            relink(tree, t, new_ids, names);
+        } else {
+            names[t] += 1;
+            entry.hardlink = names[t] > 1;
+        }
+        entry.inode = new_ids[t];
+    }
+    let d = &mut tree.inodes[dir];
+    d.entries = entries;
+    d.nlink = 2 + subdirs;
+    d.size = 0;
+    d.xattrs.sort();
+}
+
 /// Which xattrs the canonical form keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum XattrPolicy {
@@ -238,8 +330,15 @@ pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
 /// 6. the tree is [`compact`]ed: primary entries and link counts recomputed.
 ///
 /// Works on merged layer trees and on directory trees read with hardlinks folded alike.
+/// [`canonicalize_in_place`] does the same without the copy.
 pub fn canonicalize(tree: &Tree, opts: &CanonicalOptions) -> Tree {
     let mut tree = tree.clone();
+    canonicalize_in_place(&mut tree, opts);
+    tree
+}
+
+/// [`canonicalize`] without a copy.
+pub fn canonicalize_in_place(tree: &mut Tree, opts: &CanonicalOptions) {
     let removable =
         |inode: &Inode| matches!(inode.file_type(), Some(FileType::Socket)) || is_whiteout(inode);
     let gone: Vec<bool> = tree.inodes.iter().map(removable).collect();
@@ -284,12 +383,15 @@ pub fn canonicalize(tree: &Tree, opts: &CanonicalOptions) -> Tree {
     root.gid = gid;
     root.mtime = mtime;
     root.xattrs = xattrs;
-    compact(&tree)
+    compact_in_place(tree);
 }
 
 fn keep_xattr(name: &[u8], policy: XattrPolicy) -> bool {
     name == CAPABILITY_XATTR || (policy == XattrPolicy::KeepUser && name.starts_with(b"user."))
 }
+
+#[cfg(test)]
+mod equivalence;
 
 #[cfg(test)]
 mod tests {

@@ -316,8 +316,8 @@ pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
 
 /// Merge -> canonicalize -> EROFS bytes and their digest.
 pub fn merged_image(trees: &[layer::LayerTree], algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
-    let merged = merge::merge_layers(trees)?;
-    let tree = merge::canonicalize(&merged, &merge::CanonicalOptions::default());
+    let mut tree = merge::merge_layers(trees)?;
+    merge::canonicalize_in_place(&mut tree, &merge::CanonicalOptions::default());
     let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
     let digest = fsverity::digest_bytes(algorithm, &bytes);
     Ok((bytes, digest))
