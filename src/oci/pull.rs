@@ -30,6 +30,7 @@ use super::{layer, merge};
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::{self, Algorithm, Digest};
 use crate::repo::Repository;
+use crate::tree::Tree;
 
 /// Config label holding the merged image's composefs digest (ARCHITECTURE.md, "OCI
 /// conventions").
@@ -264,26 +265,28 @@ pub fn import(
     let layers_fetched = fetched.len();
     known.extend(fetched.into_iter().map(|(k, d)| (k.to_string(), d)));
 
-    let mut layers = Vec::with_capacity(descs.len());
-    let mut trees = Vec::with_capacity(descs.len());
-    for (desc, diff_id) in descs.iter().zip(diff_ids) {
-        let image = known[diff_id.as_str()];
-        trees.push(
-            layer::load_layer(repo, &image)
-                .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))?,
-        );
-        layers.push(LayerRecord {
+    let layers: Vec<LayerRecord> = descs
+        .iter()
+        .zip(diff_ids)
+        .map(|(desc, diff_id)| LayerRecord {
             digest: desc.digest().to_string(),
             diff_id: diff_id.clone(),
             media_type: desc.media_type().to_string(),
             size: desc.size(),
-            layer_image: image.to_hex(),
-        });
-    }
+            layer_image: known[diff_id.as_str()].to_hex(),
+        })
+        .collect();
     if let Some(p) = progress {
         p.merging();
     }
-    let (image_bytes, image_digest) = merged_image(&trees, repo.algorithm())
+    let merged = merge_stored_layers(diff_ids.iter().map(|diff_id| {
+        let image = known[diff_id.as_str()];
+        layer::load_layer(repo, &image)
+            .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))
+    }))?;
+    let (image_bytes, image_digest) = merged
+        .map_err(anyhow::Error::from)
+        .and_then(|tree| canonical_image(tree, repo.algorithm()))
         .with_context(|| format!("{name}: building the merged image"))?;
     Ok(Imported {
         manifest,
@@ -302,23 +305,44 @@ pub fn import(
 /// unless a layer image or the rules changed.
 pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
     let record = record::load(repo, name)?;
-    let trees = record
-        .layers
-        .iter()
-        .map(|l| {
-            let d = Digest::from_hex(&l.layer_image)?;
-            layer::load_layer(repo, &d)
-                .with_context(|| format!("{name}: loading layer {} (image {d})", l.diff_id))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    merged_image(&trees, repo.algorithm()).with_context(|| format!("{name}: rebuilding"))
+    let merged = merge_stored_layers(record.layers.iter().map(|l| {
+        let d = Digest::from_hex(&l.layer_image)?;
+        layer::load_layer(repo, &d)
+            .with_context(|| format!("{name}: loading layer {} (image {d})", l.diff_id))
+    }))?;
+    merged
+        .map_err(anyhow::Error::from)
+        .and_then(|tree| canonical_image(tree, repo.algorithm()))
+        .with_context(|| format!("{name}: rebuilding"))
 }
 
-/// Merge -> canonicalize -> EROFS bytes and their digest.
-pub fn merged_image(trees: &[layer::LayerTree], algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
-    let mut tree = merge::merge_layers(trees)?;
+/// Merges the layer trees `layers` yields, bottom first, each dropped once added, so that
+/// only one layer tree is in memory besides the merged tree. An error of `layers` is
+/// returned at once; a merge error only after every layer loaded, so that a layer that
+/// cannot be read is reported first wherever it is in the stack (as when every layer was
+/// loaded before merging).
+fn merge_stored_layers(
+    layers: impl Iterator<Item = Result<layer::LayerTree>>,
+) -> Result<Result<Tree, merge::MergeError>> {
+    let mut merger = merge::LayerMerger::new();
+    let mut failed = None;
+    for tree in layers {
+        let tree = tree?;
+        if failed.is_none() {
+            failed = merger.add(tree).err();
+        }
+    }
+    Ok(match failed {
+        Some(e) => Err(e),
+        None => Ok(merger.finish()),
+    })
+}
+
+/// Canonicalize -> EROFS bytes and their digest.
+fn canonical_image(mut tree: Tree, algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
     merge::canonicalize_in_place(&mut tree, &merge::CanonicalOptions::default());
     let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
+    drop(tree);
     let digest = fsverity::digest_bytes(algorithm, &bytes);
     Ok((bytes, digest))
 }
