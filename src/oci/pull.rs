@@ -3,15 +3,16 @@
 //! manifest (digest-checked) -> unchanged since the last pull of this tag? done. ->
 //! config (digest-checked) -> layers not yet known by diff_id are fetched and imported in
 //! parallel, each streamed `blob -> verify digest -> decompress -> verify diff_id -> tar ->
-//! objects + layer tree` -> layer trees merged -> canonical tree -> EROFS image ->
-//! seal check -> record + tag.
+//! objects + layer tree` -> layer trees merged one at a time -> canonical tree -> EROFS
+//! image streamed into an object -> seal check -> image link + record + tag.
 //!
-//! Nothing is tagged unless every check passed. Layers are known by diff_id from the records
-//! of existing tags ([`record::known_layers`]); a layer imported by a pull that then failed
-//! is not known (nothing refers to it: it is garbage), but its file objects stay until a
-//! `gc`, so a retry re-fetches it and writes little. The caller's [`Repository`] (and with
-//! it the shared repository lock) is held for the whole pull, so a concurrent `gc` cannot
-//! remove objects imported but not yet tagged.
+//! Nothing is tagged (nor linked under `images/`) unless every check passed. Layers are
+//! known by diff_id from the records of existing tags ([`record::known_layers`]); a layer
+//! imported by a pull that then failed is not known (nothing refers to it, nor to the merged
+//! image's object: both are garbage), but its file objects stay until a `gc`, so a retry
+//! re-fetches it and writes little. The caller's [`Repository`] (and with it the shared
+//! repository lock) is held for the whole pull, so a concurrent `gc` cannot remove objects
+//! imported but not yet tagged.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -28,7 +29,7 @@ use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
 use super::{layer, merge};
 use crate::erofs::writer::{self, WriteOptions};
-use crate::fsverity::{self, Algorithm, Digest};
+use crate::fsverity::{self, Digest};
 use crate::repo::Repository;
 use crate::tree::Tree;
 
@@ -132,7 +133,7 @@ pub fn pull_from(
         return Ok(result);
     }
     let objects_before = count_objects(repo)?;
-    let imported = import(repo, src, name, manifest, opts.progress)?;
+    let imported = import(repo, src, name, manifest, tag.is_some(), opts.progress)?;
     let sealed = verify_seal(repo, name, &imported, opts.require_sealed)?;
 
     // Stored only when tagging (below); without a tag they would be garbage at once.
@@ -149,7 +150,7 @@ pub fn pull_from(
         layers: imported.layers.clone(),
     };
     if let Some(tag) = &tag {
-        repo.write_image(&imported.image_bytes)?;
+        repo.link_image(&imported.image_digest)?;
         repo.write_object(&imported.manifest.bytes)?;
         repo.write_object(&imported.config_bytes)?;
         record::publish(repo, tag, &record)?;
@@ -214,9 +215,8 @@ pub struct Imported {
     pub config: ImageConfiguration,
     /// Per layer, bottom first.
     pub layers: Vec<LayerRecord>,
-    /// The merged canonical image.
-    pub image_bytes: Vec<u8>,
-    /// Its fs-verity digest in the repository's algorithm.
+    /// The fs-verity digest (in the repository's algorithm) of the merged canonical image;
+    /// with `store_image`, the image is an object of that digest, not yet under `images/`.
     pub image_digest: Digest,
     /// Layers fetched (the others were known).
     pub layers_fetched: usize,
@@ -224,12 +224,15 @@ pub struct Imported {
     pub bytes_fetched: u64,
 }
 
-/// Fetches the config and the layers the repository lacks, and builds the merged image.
+/// Fetches the config and the layers the repository lacks, and builds the merged image: with
+/// `store_image` streamed into the repository as an object (unreferenced until linked, so
+/// garbage if a later check fails, as the layers are), else only hashed.
 pub fn import(
     repo: &Repository,
     src: &dyn ImageSource,
     name: &str,
     manifest: FetchedManifest,
+    store_image: bool,
     progress: Option<&dyn PullProgress>,
 ) -> Result<Imported> {
     let config_bytes = source::fetch_config(src, &manifest.manifest)
@@ -284,16 +287,23 @@ pub fn import(
         layer::load_layer(repo, &image)
             .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))
     }))?;
-    let (image_bytes, image_digest) = merged
+    let image_digest = merged
         .map_err(anyhow::Error::from)
-        .and_then(|tree| canonical_image(tree, repo.algorithm()))
+        .and_then(|mut tree| {
+            canonicalize(&mut tree);
+            let opts = WriteOptions::default();
+            if store_image {
+                repo.write_object_with(|mut w| Ok(writer::write_image(&tree, &opts, &mut w)?))
+            } else {
+                Ok(writer::compute_digest(&tree, &opts, repo.algorithm())?)
+            }
+        })
         .with_context(|| format!("{name}: building the merged image"))?;
     Ok(Imported {
         manifest,
         config_bytes,
         config,
         layers,
-        image_bytes,
         image_digest,
         layers_fetched,
         bytes_fetched: bytes.into_inner(),
@@ -312,7 +322,13 @@ pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
     }))?;
     merged
         .map_err(anyhow::Error::from)
-        .and_then(|tree| canonical_image(tree, repo.algorithm()))
+        .and_then(|mut tree| {
+            canonicalize(&mut tree);
+            let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
+            drop(tree);
+            let digest = fsverity::digest_bytes(repo.algorithm(), &bytes);
+            Ok((bytes, digest))
+        })
         .with_context(|| format!("{name}: rebuilding"))
 }
 
@@ -338,13 +354,9 @@ fn merge_stored_layers(
     })
 }
 
-/// Canonicalize -> EROFS bytes and their digest.
-fn canonical_image(mut tree: Tree, algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
-    merge::canonicalize_in_place(&mut tree, &merge::CanonicalOptions::default());
-    let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
-    drop(tree);
-    let digest = fsverity::digest_bytes(algorithm, &bytes);
-    Ok((bytes, digest))
+/// The canonical form of a merged tree, with the options `oci seal` publishes.
+fn canonicalize(tree: &mut Tree) {
+    merge::canonicalize_in_place(tree, &merge::CanonicalOptions::default());
 }
 
 /// Fetches and imports `todo` with up to one thread per core; the first error stops the
@@ -560,6 +572,7 @@ fn count_objects(repo: &Repository) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsverity::Algorithm;
 
     #[test]
     fn seal_values() {
