@@ -90,7 +90,7 @@ pub fn load(
 ) -> Result<Loaded> {
     let mut loaded = load_raw(source, opts, sink)?;
     if let Some(canonical) = &opts.canonical {
-        loaded.tree = merge::canonicalize(&loaded.tree, canonical);
+        merge::canonicalize_in_place(&mut loaded.tree, canonical);
     }
     Ok(loaded)
 }

@@ -1,12 +1,11 @@
 //! Layer trees -> one image tree, and the canonical form that is hashed.
 //!
-//! [`merge_layers`] applies the layers in order the way an OCI "applying changesets"
-//! extraction does; [`canonicalize`] then applies the rules of `docs/oci-conventions.md`
-//! that make the digest independent of how the image was obtained (tar layers or an
-//! unpacked directory read with [`crate::tree::from_dir::read_dir`]). Every rule that
-//! changes the digest is listed there; keep the two in step.
-
-use std::collections::HashMap;
+//! [`LayerMerger`] applies the layers in order the way an OCI "applying changesets"
+//! extraction does, one layer at a time ([`merge_layers`] for a slice of layers);
+//! [`canonicalize`] then applies the rules of `docs/oci-conventions.md` that make the digest
+//! independent of how the image was obtained (tar layers or an unpacked directory read with
+//! [`crate::tree::from_dir::read_dir`]). Every rule that changes the digest is listed there;
+//! keep the two in step.
 
 use crate::oci::layer::{
     IMPLICIT_DIR_MODE, IMPLICIT_DIR_XATTR, LayerTree, OPAQUE_XATTR, is_implicit, is_opaque,
@@ -24,7 +23,8 @@ pub enum MergeError {
          the layer adds entries below it without replacing it"
     )]
     ThroughNonDirectory {
-        /// Index of the upper layer in the slice passed.
+        /// Index of the upper layer in the stack (the slice passed to [`merge_layers`], the
+        /// order of [`LayerMerger::add`] calls).
         layer: usize,
         /// The path.
         path: String,
@@ -36,57 +36,111 @@ pub enum MergeError {
 /// keeps the children and takes the upper metadata (unless the upper one is only an implicit
 /// parent), anything else replaces. Hardlinks stay shared inodes; link counts are the names
 /// in the result; no whiteout or marker remains.
+///
+/// Holds every layer at once and copies each; [`LayerMerger`] takes one layer at a time.
 pub fn merge_layers(layers: &[LayerTree]) -> Result<Tree, MergeError> {
-    let mut root = Inode::new(mode::S_IFDIR | IMPLICIT_DIR_MODE);
-    root.nlink = 2;
-    let mut m = Merger {
-        out: Tree { inodes: vec![root] },
-        links: HashMap::new(),
-    };
-    let mut path = Vec::new();
-    for (li, layer) in layers.iter().enumerate() {
-        let src = &layer.tree.inodes[ROOT];
+    let mut merger = LayerMerger::new();
+    for layer in layers {
+        merger.add(layer.clone())?;
+    }
+    Ok(merger.finish())
+}
+
+/// [`merge_layers`] one layer at a time, so that a caller can load a layer, add it and drop
+/// it before loading the next: only the merged tree and the layer being added are in memory,
+/// and the layer's inodes move into the merged tree rather than being copied.
+#[derive(Debug)]
+pub struct LayerMerger {
+    out: Tree,
+    /// Layers added so far (the next one's index in errors).
+    added: usize,
+}
+
+impl Default for LayerMerger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayerMerger {
+    /// A merger with no layer yet: an empty root directory.
+    pub fn new() -> Self {
+        let mut root = Inode::new(mode::S_IFDIR | IMPLICIT_DIR_MODE);
+        root.nlink = 2;
+        LayerMerger {
+            out: Tree { inodes: vec![root] },
+            added: 0,
+        }
+    }
+
+    /// Applies `layer` over the layers added before; errors name it by its 0-based position
+    /// in the stack. The layer must be compact, as the importer and [`load_layer`] return it
+    /// (each directory has one name). After an error the merged tree is half-updated: drop
+    /// the merger.
+    ///
+    /// [`load_layer`]: crate::oci::layer::load_layer
+    pub fn add(&mut self, layer: LayerTree) -> Result<(), MergeError> {
+        let mut layer = layer.tree;
+        let mut add = LayerAdd {
+            out: &mut self.out,
+            links: vec![None; layer.inodes.len()],
+            layer: &mut layer,
+            li: self.added,
+        };
+        self.added += 1;
+        let src = &mut add.layer.inodes[ROOT];
         if is_opaque(src) {
-            m.out.inodes[ROOT].entries.clear();
+            add.out.inodes[ROOT].entries.clear();
         }
         if !is_implicit(src) {
-            copy_dir_metadata(&mut m.out.inodes[ROOT], src);
+            take_dir_metadata(&mut add.out.inodes[ROOT], src);
         }
-        m.merge_dir(li, &layer.tree, ROOT, ROOT, &mut path)?;
+        add.merge_dir(ROOT, ROOT, &mut Vec::new())
     }
-    Ok(compact(&m.out))
+
+    /// The merged tree, [`compact`].
+    pub fn finish(self) -> Tree {
+        let mut out = self.out;
+        compact_in_place(&mut out);
+        out
+    }
 }
 
-struct Merger {
-    out: Tree,
-    /// (layer index, inode in that layer) -> inode in `out`, for hardlinks.
-    links: HashMap<(usize, InodeId), InodeId>,
+/// One [`LayerMerger::add`]: moves inodes out of `layer` into `out`.
+struct LayerAdd<'a> {
+    out: &'a mut Tree,
+    layer: &'a mut Tree,
+    /// The layer's index, for errors.
+    li: usize,
+    /// Inode in `layer` -> inode in `out`, for hardlinks (a moved inode leaves a blank).
+    links: Vec<Option<InodeId>>,
 }
 
-impl Merger {
+impl LayerAdd<'_> {
     fn merge_dir(
         &mut self,
-        li: usize,
-        layer: &Tree,
         src_dir: InodeId,
         dst_dir: InodeId,
         path: &mut Vec<u8>,
     ) -> Result<(), MergeError> {
-        for (name, entry) in &layer.inodes[src_dir].entries {
-            let src = &layer.inodes[entry.inode];
+        let entries = std::mem::take(&mut self.layer.inodes[src_dir].entries);
+        for (name, entry) in entries {
+            let src = &mut self.layer.inodes[entry.inode];
             if is_whiteout(src) {
-                self.out.inodes[dst_dir].entries.remove(name);
+                self.out.inodes[dst_dir].entries.remove(&name);
                 continue;
             }
-            let existing = self.out.inodes[dst_dir].entries.get(name).map(|e| e.inode);
             if !src.is_dir() {
-                let out = &mut self.out;
-                let id = *self
-                    .links
-                    .entry((li, entry.inode))
-                    .or_insert_with(|| out.add_inode(src.clone()));
+                let id = match self.links[entry.inode] {
+                    Some(id) => id,
+                    None => {
+                        let id = self.out.add_inode(std::mem::replace(src, Inode::new(0)));
+                        self.links[entry.inode] = Some(id);
+                        id
+                    }
+                };
                 self.out.inodes[dst_dir].entries.insert(
-                    name.clone(),
+                    name,
                     DirEntry {
                         inode: id,
                         hardlink: false,
@@ -94,33 +148,35 @@ impl Merger {
                 );
                 continue;
             }
+            let (opaque, implicit) = (is_opaque(src), is_implicit(src));
             let len = path.len();
             path.push(b'/');
-            path.extend_from_slice(name);
+            path.extend_from_slice(&name);
+            let existing = self.out.inodes[dst_dir].entries.get(&name).map(|e| e.inode);
             let dst = match existing {
                 Some(id) if self.out.inodes[id].is_dir() => {
-                    if is_opaque(src) {
+                    if opaque {
                         self.out.inodes[id].entries.clear();
                     }
-                    if !is_implicit(src) {
-                        copy_dir_metadata(&mut self.out.inodes[id], src);
+                    if !implicit {
+                        take_dir_metadata(&mut self.out.inodes[id], src);
                     }
                     id
                 }
-                Some(_) if is_implicit(src) => {
+                Some(_) if implicit => {
                     return Err(MergeError::ThroughNonDirectory {
-                        layer: li,
+                        layer: self.li,
                         path: path.escape_ascii().to_string(),
                     });
                 }
                 _ => {
                     let mut dir = Inode::new(mode::S_IFDIR | IMPLICIT_DIR_MODE);
-                    if !is_implicit(src) {
-                        copy_dir_metadata(&mut dir, src);
+                    if !implicit {
+                        take_dir_metadata(&mut dir, src);
                     }
                     let id = self.out.add_inode(dir);
                     self.out.inodes[dst_dir].entries.insert(
-                        name.clone(),
+                        name,
                         DirEntry {
                             inode: id,
                             hardlink: false,
@@ -129,32 +185,30 @@ impl Merger {
                     id
                 }
             };
-            self.merge_dir(li, layer, entry.inode, dst, path)?;
+            self.merge_dir(entry.inode, dst, path)?;
             path.truncate(len);
         }
         Ok(())
     }
 }
 
-/// A directory's metadata from a layer, without the layer markers.
-fn copy_dir_metadata(dst: &mut Inode, src: &Inode) {
+/// A directory's metadata from a layer, without the layer markers (moved out of `src`).
+fn take_dir_metadata(dst: &mut Inode, src: &mut Inode) {
     dst.mode = src.mode;
     dst.uid = src.uid;
     dst.gid = src.gid;
     dst.mtime = src.mtime;
-    dst.xattrs = src
-        .xattrs
-        .iter()
-        .filter(|x| &*x.name != OPAQUE_XATTR && &*x.name != IMPLICIT_DIR_XATTR)
-        .cloned()
-        .collect();
+    dst.xattrs = std::mem::take(&mut src.xattrs);
+    dst.xattrs
+        .retain(|x| &*x.name != OPAQUE_XATTR && &*x.name != IMPLICIT_DIR_XATTR);
 }
 
 /// A copy of `tree` holding only the inodes reachable from the root, numbered in depth-first
-/// name order, xattrs sorted (as the image stores them). The first name of a non-directory in that order is its primary entry (the
-/// others are hardlinks, the rule `tree::from_dir` uses with hardlinks on); link counts are
-/// the number of names (non-directories) and 2 + subdirectories (directories);
-/// directory sizes are 0 (the writer computes them).
+/// name order, xattrs sorted (as the image stores them). The first name of a non-directory in
+/// that order is its primary entry (the others are hardlinks, the rule `tree::from_dir` uses
+/// with hardlinks on); link counts are the number of names (non-directories) and 2 +
+/// subdirectories (directories); directory sizes are 0 (the writer computes them).
+/// [`compact_in_place`] does the same without the copy.
 pub fn compact(tree: &Tree) -> Tree {
     fn visit(
         src: &Tree,
@@ -208,6 +262,95 @@ pub fn compact(tree: &Tree) -> Tree {
     out
 }
 
+/// [`compact`] without a copy: the inodes are renumbered where they are and the unreachable
+/// ones dropped. A tree that `compact` would have to duplicate parts of (a directory or the
+/// root with two names, a non-directory with entries) is compacted by copying.
+pub fn compact_in_place(tree: &mut Tree) {
+    let Some(new_ids) = numbering(tree) else {
+        *tree = compact(tree);
+        return;
+    };
+    let mut names = vec![0u32; tree.inodes.len()];
+    relink(tree, ROOT, &new_ids, &mut names);
+    for (inode, &n) in tree.inodes.iter_mut().zip(&names) {
+        if n > 0 {
+            inode.nlink = n;
+            inode.xattrs.sort();
+        }
+    }
+    drop(names);
+    // Move every inode to its new number, the unreachable ones to the end, then drop those.
+    let reachable = new_ids.iter().filter(|&&id| id != UNSEEN).count();
+    let mut dest = new_ids;
+    for (d, id) in dest.iter_mut().filter(|d| **d == UNSEEN).zip(reachable..) {
+        *d = id;
+    }
+    for i in 0..dest.len() {
+        // Each swap puts the inode at `i` where it belongs.
+        while dest[i] != i {
+            let j = dest[i];
+            tree.inodes.swap(i, j);
+            dest.swap(i, j);
+        }
+    }
+    tree.inodes.truncate(reachable);
+}
+
+const UNSEEN: InodeId = InodeId::MAX;
+
+/// The number [`compact`] gives each reachable inode (others [`UNSEEN`]), or `None` when it
+/// would duplicate an inode.
+fn numbering(tree: &Tree) -> Option<Vec<InodeId>> {
+    fn visit(tree: &Tree, dir: InodeId, ids: &mut [InodeId], next: &mut InodeId) -> Option<()> {
+        for entry in tree.inodes[dir].entries.values() {
+            let t = entry.inode;
+            let inode = &tree.inodes[t];
+            if ids[t] != UNSEEN {
+                if t == ROOT || inode.is_dir() {
+                    return None;
+                }
+                continue;
+            }
+            ids[t] = *next;
+            *next += 1;
+            if inode.is_dir() {
+                visit(tree, t, ids, next)?;
+            } else if !inode.entries.is_empty() {
+                return None;
+            }
+        }
+        Some(())
+    }
+    let mut ids = vec![UNSEEN; tree.inodes.len()];
+    ids[ROOT] = ROOT;
+    visit(tree, ROOT, &mut ids, &mut (ROOT + 1))?;
+    Some(ids)
+}
+
+/// Rewrites the entries below `dir` to the new numbers, with [`compact`]'s primary entries,
+/// directory link counts and sizes; counts the names of non-directories in `names`.
+fn relink(tree: &mut Tree, dir: InodeId, new_ids: &[InodeId], names: &mut [u32]) {
+    let mut entries = std::mem::take(&mut tree.inodes[dir].entries);
+    let mut subdirs = 0;
+    for entry in entries.values_mut() {
+        let t = entry.inode;
+        if tree.inodes[t].is_dir() {
+            subdirs += 1;
+            entry.hardlink = false;
+            relink(tree, t, new_ids, names);
+        } else {
+            names[t] += 1;
+            entry.hardlink = names[t] > 1;
+        }
+        entry.inode = new_ids[t];
+    }
+    let d = &mut tree.inodes[dir];
+    d.entries = entries;
+    d.nlink = 2 + subdirs;
+    d.size = 0;
+    d.xattrs.sort();
+}
+
 /// Which xattrs the canonical form keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum XattrPolicy {
@@ -238,8 +381,15 @@ pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
 /// 6. the tree is [`compact`]ed: primary entries and link counts recomputed.
 ///
 /// Works on merged layer trees and on directory trees read with hardlinks folded alike.
+/// [`canonicalize_in_place`] does the same without the copy.
 pub fn canonicalize(tree: &Tree, opts: &CanonicalOptions) -> Tree {
     let mut tree = tree.clone();
+    canonicalize_in_place(&mut tree, opts);
+    tree
+}
+
+/// [`canonicalize`] without a copy.
+pub fn canonicalize_in_place(tree: &mut Tree, opts: &CanonicalOptions) {
     let removable =
         |inode: &Inode| matches!(inode.file_type(), Some(FileType::Socket)) || is_whiteout(inode);
     let gone: Vec<bool> = tree.inodes.iter().map(removable).collect();
@@ -284,12 +434,15 @@ pub fn canonicalize(tree: &Tree, opts: &CanonicalOptions) -> Tree {
     root.gid = gid;
     root.mtime = mtime;
     root.xattrs = xattrs;
-    compact(&tree)
+    compact_in_place(tree);
 }
 
 fn keep_xattr(name: &[u8], policy: XattrPolicy) -> bool {
     name == CAPABILITY_XATTR || (policy == XattrPolicy::KeepUser && name.starts_with(b"user."))
 }
+
+#[cfg(test)]
+mod equivalence;
 
 #[cfg(test)]
 mod tests {

@@ -3,15 +3,16 @@
 //! manifest (digest-checked) -> unchanged since the last pull of this tag? done. ->
 //! config (digest-checked) -> layers not yet known by diff_id are fetched and imported in
 //! parallel, each streamed `blob -> verify digest -> decompress -> verify diff_id -> tar ->
-//! objects + layer tree` -> layer trees merged -> canonical tree -> EROFS image ->
-//! seal check -> record + tag.
+//! objects + layer tree` -> layer trees merged one at a time -> canonical tree -> EROFS
+//! image streamed into an object -> seal check -> image link + record + tag.
 //!
-//! Nothing is tagged unless every check passed. Layers are known by diff_id from the records
-//! of existing tags ([`record::known_layers`]); a layer imported by a pull that then failed
-//! is not known (nothing refers to it: it is garbage), but its file objects stay until a
-//! `gc`, so a retry re-fetches it and writes little. The caller's [`Repository`] (and with
-//! it the shared repository lock) is held for the whole pull, so a concurrent `gc` cannot
-//! remove objects imported but not yet tagged.
+//! Nothing is tagged (nor linked under `images/`) unless every check passed. Layers are
+//! known by diff_id from the records of existing tags ([`record::known_layers`]); a layer
+//! imported by a pull that then failed is not known (nothing refers to it, nor to the merged
+//! image's object: both are garbage), but its file objects stay until a `gc`, so a retry
+//! re-fetches it and writes little. The caller's [`Repository`] (and with it the shared
+//! repository lock) is held for the whole pull, so a concurrent `gc` cannot remove objects
+//! imported but not yet tagged.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -28,8 +29,9 @@ use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
 use super::{layer, merge};
 use crate::erofs::writer::{self, WriteOptions};
-use crate::fsverity::{self, Algorithm, Digest};
+use crate::fsverity::{self, Digest};
 use crate::repo::Repository;
+use crate::tree::Tree;
 
 /// Config label holding the merged image's composefs digest (ARCHITECTURE.md, "OCI
 /// conventions").
@@ -131,7 +133,7 @@ pub fn pull_from(
         return Ok(result);
     }
     let objects_before = count_objects(repo)?;
-    let imported = import(repo, src, name, manifest, opts.progress)?;
+    let imported = import(repo, src, name, manifest, tag.is_some(), opts.progress)?;
     let sealed = verify_seal(repo, name, &imported, opts.require_sealed)?;
 
     // Stored only when tagging (below); without a tag they would be garbage at once.
@@ -148,7 +150,7 @@ pub fn pull_from(
         layers: imported.layers.clone(),
     };
     if let Some(tag) = &tag {
-        repo.write_image(&imported.image_bytes)?;
+        repo.link_image(&imported.image_digest)?;
         repo.write_object(&imported.manifest.bytes)?;
         repo.write_object(&imported.config_bytes)?;
         record::publish(repo, tag, &record)?;
@@ -213,9 +215,8 @@ pub struct Imported {
     pub config: ImageConfiguration,
     /// Per layer, bottom first.
     pub layers: Vec<LayerRecord>,
-    /// The merged canonical image.
-    pub image_bytes: Vec<u8>,
-    /// Its fs-verity digest in the repository's algorithm.
+    /// The fs-verity digest (in the repository's algorithm) of the merged canonical image;
+    /// with `store_image`, the image is an object of that digest, not yet under `images/`.
     pub image_digest: Digest,
     /// Layers fetched (the others were known).
     pub layers_fetched: usize,
@@ -223,12 +224,15 @@ pub struct Imported {
     pub bytes_fetched: u64,
 }
 
-/// Fetches the config and the layers the repository lacks, and builds the merged image.
+/// Fetches the config and the layers the repository lacks, and builds the merged image: with
+/// `store_image` streamed into the repository as an object (unreferenced until linked, so
+/// garbage if a later check fails, as the layers are), else only hashed.
 pub fn import(
     repo: &Repository,
     src: &dyn ImageSource,
     name: &str,
     manifest: FetchedManifest,
+    store_image: bool,
     progress: Option<&dyn PullProgress>,
 ) -> Result<Imported> {
     let config_bytes = source::fetch_config(src, &manifest.manifest)
@@ -264,33 +268,42 @@ pub fn import(
     let layers_fetched = fetched.len();
     known.extend(fetched.into_iter().map(|(k, d)| (k.to_string(), d)));
 
-    let mut layers = Vec::with_capacity(descs.len());
-    let mut trees = Vec::with_capacity(descs.len());
-    for (desc, diff_id) in descs.iter().zip(diff_ids) {
-        let image = known[diff_id.as_str()];
-        trees.push(
-            layer::load_layer(repo, &image)
-                .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))?,
-        );
-        layers.push(LayerRecord {
+    let layers: Vec<LayerRecord> = descs
+        .iter()
+        .zip(diff_ids)
+        .map(|(desc, diff_id)| LayerRecord {
             digest: desc.digest().to_string(),
             diff_id: diff_id.clone(),
             media_type: desc.media_type().to_string(),
             size: desc.size(),
-            layer_image: image.to_hex(),
-        });
-    }
+            layer_image: known[diff_id.as_str()].to_hex(),
+        })
+        .collect();
     if let Some(p) = progress {
         p.merging();
     }
-    let (image_bytes, image_digest) = merged_image(&trees, repo.algorithm())
+    let merged = merge_stored_layers(diff_ids.iter().map(|diff_id| {
+        let image = known[diff_id.as_str()];
+        layer::load_layer(repo, &image)
+            .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))
+    }))?;
+    let image_digest = merged
+        .map_err(anyhow::Error::from)
+        .and_then(|mut tree| {
+            canonicalize(&mut tree);
+            let opts = WriteOptions::default();
+            if store_image {
+                repo.write_object_with(|mut w| Ok(writer::write_image(&tree, &opts, &mut w)?))
+            } else {
+                Ok(writer::compute_digest(&tree, &opts, repo.algorithm())?)
+            }
+        })
         .with_context(|| format!("{name}: building the merged image"))?;
     Ok(Imported {
         manifest,
         config_bytes,
         config,
         layers,
-        image_bytes,
         image_digest,
         layers_fetched,
         bytes_fetched: bytes.into_inner(),
@@ -302,25 +315,48 @@ pub fn import(
 /// unless a layer image or the rules changed.
 pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
     let record = record::load(repo, name)?;
-    let trees = record
-        .layers
-        .iter()
-        .map(|l| {
-            let d = Digest::from_hex(&l.layer_image)?;
-            layer::load_layer(repo, &d)
-                .with_context(|| format!("{name}: loading layer {} (image {d})", l.diff_id))
+    let merged = merge_stored_layers(record.layers.iter().map(|l| {
+        let d = Digest::from_hex(&l.layer_image)?;
+        layer::load_layer(repo, &d)
+            .with_context(|| format!("{name}: loading layer {} (image {d})", l.diff_id))
+    }))?;
+    merged
+        .map_err(anyhow::Error::from)
+        .and_then(|mut tree| {
+            canonicalize(&mut tree);
+            let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
+            drop(tree);
+            let digest = fsverity::digest_bytes(repo.algorithm(), &bytes);
+            Ok((bytes, digest))
         })
-        .collect::<Result<Vec<_>>>()?;
-    merged_image(&trees, repo.algorithm()).with_context(|| format!("{name}: rebuilding"))
+        .with_context(|| format!("{name}: rebuilding"))
 }
 
-/// Merge -> canonicalize -> EROFS bytes and their digest.
-pub fn merged_image(trees: &[layer::LayerTree], algorithm: Algorithm) -> Result<(Vec<u8>, Digest)> {
-    let merged = merge::merge_layers(trees)?;
-    let tree = merge::canonicalize(&merged, &merge::CanonicalOptions::default());
-    let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
-    let digest = fsverity::digest_bytes(algorithm, &bytes);
-    Ok((bytes, digest))
+/// Merges the layer trees `layers` yields, bottom first, each dropped once added, so that
+/// only one layer tree is in memory besides the merged tree. An error of `layers` is
+/// returned at once; a merge error only after every layer loaded, so that a layer that
+/// cannot be read is reported first wherever it is in the stack (as when every layer was
+/// loaded before merging).
+fn merge_stored_layers(
+    layers: impl Iterator<Item = Result<layer::LayerTree>>,
+) -> Result<Result<Tree, merge::MergeError>> {
+    let mut merger = merge::LayerMerger::new();
+    let mut failed = None;
+    for tree in layers {
+        let tree = tree?;
+        if failed.is_none() {
+            failed = merger.add(tree).err();
+        }
+    }
+    Ok(match failed {
+        Some(e) => Err(e),
+        None => Ok(merger.finish()),
+    })
+}
+
+/// The canonical form of a merged tree, with the options `oci seal` publishes.
+fn canonicalize(tree: &mut Tree) {
+    merge::canonicalize_in_place(tree, &merge::CanonicalOptions::default());
 }
 
 /// Fetches and imports `todo` with up to one thread per core; the first error stops the
@@ -536,6 +572,7 @@ fn count_objects(repo: &Repository) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsverity::Algorithm;
 
     #[test]
     fn seal_values() {

@@ -71,7 +71,7 @@ fn seal_from(
     opts: &SealOptions<'_>,
 ) -> Result<SealResult> {
     let manifest = src.manifest()?;
-    let imported = pull::import(repo, src, name, manifest, opts.progress)?;
+    let imported = pull::import(repo, src, name, manifest, false, opts.progress)?;
     let image_digest = seal_value(&imported.image_digest);
     let layer_digests = imported
         .layers

@@ -37,7 +37,7 @@ use anyhow::{Context, Result};
 
 use self::guard::HeaderGuard;
 use crate::dumpfile::parse::MAX_XATTRS_SIZE;
-use crate::oci::merge::compact;
+use crate::oci::merge::compact_in_place;
 use oci_spec::image::Descriptor;
 
 use crate::oci::stream::{LimitedReader, VerifyingReader, decompress, drain, unwrap_io};
@@ -163,9 +163,8 @@ pub fn import_layer(tar: impl Read, repo: &Repository, opts: &ImportOptions) -> 
     }
     let Importer { mut tree, .. } = importer;
     drop_whiteouts_in_opaque_dirs(&mut tree);
-    Ok(LayerTree {
-        tree: compact(&tree),
-    })
+    compact_in_place(&mut tree);
+    Ok(LayerTree { tree })
 }
 
 /// Imports a layer blob as the manifest describes it: the blob is checked against `desc`

@@ -12,7 +12,7 @@ use super::{LayerTree, OPAQUE_XATTR};
 use crate::erofs::reader::read_image;
 use crate::erofs::writer::{WriteOptions, compute_digest, image_bytes};
 use crate::fsverity::{Algorithm, Digest};
-use crate::oci::merge::compact;
+use crate::oci::merge::compact_in_place;
 use crate::repo::Repository;
 
 /// Format versions of layer images (mkcomposefs's defaults).
@@ -39,6 +39,7 @@ pub fn load_layer(repo: &Repository, digest: &Digest) -> Result<LayerTree> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading layer image {digest}"))?;
     let mut tree = read_image(&bytes).with_context(|| format!("reading layer image {digest}"))?;
+    drop(bytes);
     // The writer marks a directory holding whiteouts with an opaque value "x" (format
     // version 1) and `user.overlay.*` twins of its markers; the reader hands those back as
     // xattrs. Imported trees never hold such xattrs (`trusted.overlay.*` and
@@ -49,7 +50,6 @@ pub fn load_layer(repo: &Repository, digest: &Digest) -> Result<LayerTree> {
                 || (&*x.name == OPAQUE_XATTR && &*x.value != b"y"))
         });
     }
-    Ok(LayerTree {
-        tree: compact(&tree),
-    })
+    compact_in_place(&mut tree);
+    Ok(LayerTree { tree })
 }
