@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 
@@ -257,13 +257,7 @@ fn open_and_measure(repo: &OwnedFd, repo_path: &Path, image: &ImageArg) -> Resul
     let expected = &image.digest;
     let rel = format!("images/{}", expected.to_hex());
     // RESOLVE_BENEATH: the image link must not lead out of the repository.
-    let file = match rustix::fs::openat2(
-        repo,
-        &rel,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    let file = match crate::repo::images::open_beneath(repo, &rel) {
         Ok(fd) => File::from(fd),
         Err(Errno::NOENT) => {
             return Err(Refusal::MissingImage(*expected, repo_path.to_owned()).into());

@@ -7,7 +7,7 @@
 use std::fs::File;
 
 use anyhow::{Context, Result};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -68,23 +68,7 @@ impl Repository {
         };
         self.check_algorithm(&digest)?;
         let rel = format!("{IMAGES}/{}", digest.to_hex());
-        // RESOLVE_BENEATH: the link (and anything it points to) must stay inside the repo.
-        let opened = match rustix::fs::openat2(
-            &self.dir,
-            &rel,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Err(Errno::NOSYS) => rustix::fs::openat(
-                &self.dir,
-                &rel,
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ),
-            r => r,
-        };
-        let file = match opened {
+        let file = match open_beneath(&self.dir, &rel) {
             Ok(fd) => File::from(fd),
             Err(Errno::NOENT) => return Err(RepoError::MissingImage(name.to_string()).into()),
             Err(e) => {
@@ -245,6 +229,23 @@ fn read_dir_names(dir: &OwnedFd) -> std::io::Result<Vec<(String, FileType)>> {
         }
     }
     Ok(out)
+}
+
+/// Opens `rel` (read-only) below `dir` with `RESOLVE_BENEATH`: an image link, and anything
+/// it points to, must stay inside the repository. The kernel answers EAGAIN when a rename or
+/// mount anywhere raced with resolving the link's `..` (`openat2(2)`: retry); kernels
+/// without `openat2` (before 5.6) get a plain `openat`.
+pub(crate) fn open_beneath(dir: impl AsFd, rel: &str) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) if tries < 100 => tries += 1,
+            Err(Errno::NOSYS) => return rustix::fs::openat(&dir, rel, flags, Mode::empty()),
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]

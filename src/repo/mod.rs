@@ -23,7 +23,7 @@
 
 mod fsck;
 mod gc;
-mod images;
+pub(crate) mod images;
 mod objects;
 mod statcache;
 mod stream;
