@@ -378,9 +378,24 @@ fn fetch_layers<'d>(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<(usize, Result<Digest>)>> = Mutex::new(Vec::new());
+    let (next, failed, results, order) = (&next, &failed, &results, &order);
+    // Write-back while importing: after each layer a syncer thread runs `syncfs`, so the
+    // disk works while the importers compute, and the `syncfs` before tagging waits only for
+    // the tail (git's batch fsync does the same per object). Its errors are only logged: the
+    // final `syncfs` is the one that decides.
+    let (want_sync, sync_requests) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
+        s.spawn(move || {
+            while sync_requests.recv().is_ok() {
+                while sync_requests.try_recv().is_ok() {}
+                if let Err(e) = repo.sync() {
+                    tracing::debug!("background syncfs: {e:#}");
+                }
+            }
+        });
         for _ in 0..threads {
-            s.spawn(|| {
+            let want_sync = want_sync.clone();
+            s.spawn(move || {
                 loop {
                     if failed.load(Ordering::Relaxed) {
                         return;
@@ -392,6 +407,8 @@ fn fetch_layers<'d>(
                         .with_context(|| format!("{name}: layer {}", desc.digest()));
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
+                    } else {
+                        let _ = want_sync.send(());
                     }
                     results
                         .lock()
@@ -400,8 +417,9 @@ fn fetch_layers<'d>(
                 }
             });
         }
+        drop(want_sync);
     });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     results.sort_by_key(|r| r.0);
     results
         .into_iter()
