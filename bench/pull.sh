@@ -4,13 +4,15 @@
 #   - transfer floor: `skopeo copy docker://... oci:DIR` of the same image
 #   - CPU floor: the checks, inflation and fs-verity hashing no pull can skip, with nothing
 #     written (bench/pull_floor.rs, one thread per core, from the oci: layout)
-#   - write floor: `cp -a` of the unpacked tree into the same filesystem
+#   - write floor: `cp -a` of the unpacked tree into the same filesystem, then syncfs (a pull
+#     makes its objects durable before it tags)
 #   - cfsctl oci pull into an empty repository (from the registry and from the oci: layout);
 #     then v2 (one extra layer) incrementally, and a no-op repeat
 #   - peers: composefs-rs `cfsctl oci pull` (/opt/composefs-rs) and `skopeo copy` into
 #     containers-storage (what `podman pull` does), each into an empty store
 # Prints wall time, peak RSS and bytes fetched. Destinations live in $BENCH_DEST (default
-# tmpfs, /dev/shm: CPU cost without the disk; set BENCH_DEST=/var/tmp/... for the disk).
+# tmpfs, /dev/shm: CPU cost without the disk). BENCH_DISK=1 puts them on a fresh ext4
+# (default mkfs options, journal on, as a host has) in a loop-mounted file under $BENCH_CACHE.
 # The OCI layouts are cached in $BENCH_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,10 @@ fi
 # CONTAINERS_REGISTRIES_CONF, and composefs-rs has no --tls-verify, so the trust goes into a
 # registries.conf.d drop-in for the benchmark's duration.
 rm -rf "$WORK" "$DEST"; mkdir -p "$WORK" "$DEST"
+if [ "${BENCH_DISK:-0}" = 1 ]; then
+  truncate -s 16G "$CACHE/pull-disk.img" && mkfs.ext4 -q -F "$CACHE/pull-disk.img"
+  mount -o loop "$CACHE/pull-disk.img" "$DEST"
+fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$WORK/registry.yml" <<YML
 version: 0.1
@@ -56,7 +62,11 @@ http: {addr: 127.0.0.1:$PORT}
 YML
 docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" & REG=$!
 DROPIN=/etc/containers/registries.conf.d/zz-cfsctl-bench-$PORT.conf
-cleanup() { kill $REG 2>/dev/null; rm -f "$DROPIN"; rm -rf "$WORK" "$DEST"; }
+cleanup() {
+  kill $REG 2>/dev/null; rm -f "$DROPIN"
+  if mountpoint -q "$DEST"; then umount -R "$DEST"; rm -f "$CACHE/pull-disk.img"; fi
+  rm -rf "$WORK" "$DEST"
+}
 trap cleanup EXIT
 mkdir -p /etc/containers/registries.conf.d
 printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$PORT" > "$DROPIN"
@@ -72,7 +82,7 @@ t() { /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" |
 PAUSE=6; [ "$(df --output=fstype "$DEST" | tail -1)" = tmpfs ] && PAUSE=0
 settle() { rm -rf "$@"; sync; sleep $PAUSE; }
 ROWS=()
-row() { ROWS+=("$(printf '| %-40s | %8s | %8s | %-34s |' "$@")"); }
+row() { ROWS+=("$(printf '| %-50s | %8s | %8s | %-34s |' "$@")"); }
 vs() { awk "BEGIN{printf \"%.2fx floor%s\", $1/$FLOOR, \"$2\"}"; }
 fetched() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_fetched"])' "$WORK/out"; }
 
@@ -82,8 +92,11 @@ row "skopeo copy v1 -> oci: (transfer floor)" "$FLOOR" "$M" "1.00x floor"
 settle "$DEST/copy"
 read -r S M < <(t "$TARGET/examples/pull-floor" "$LAYOUT:v1")
 row "CPU floor: verify+inflate+fs-verity" "$S" "$M" "$(vs "$S" ", $(nproc) threads, no writes")"
-read -r S M < <(t cp -a "$CACHE/tree" "$DEST/tree")
-row "cp -a of the unpacked tree (write floor)" "$S" "$M" "$(vs "$S" "")"
+# From the page cache, as the pulls read their blobs.
+find "$CACHE/tree" -type f -print0 | xargs -0 cat > /dev/null
+# A pull makes its objects durable (syncfs) before it tags: so does the floor.
+read -r S M < <(t sh -c 'cp -a "$1" "$2" && sync -f "$2"' - "$CACHE/tree" "$DEST/tree")
+row "cp -a + syncfs of the unpacked tree (write floor)" "$S" "$M" "$(vs "$S" "")"
 settle "$DEST/tree"
 
 "$CFS" init --repo "$DEST/repo" 2>/dev/null
@@ -120,6 +133,6 @@ settle "$DEST/cs" "$DEST/cs-run"
 echo
 echo "image: $(ls "$CACHE"/debs/*.deb | wc -l) package layers (+1 in v2), registry holds $BYTES bytes; destination $(df --output=fstype "$DEST" | tail -1) ($DEST); $(nproc) cores; $(uname -r)"
 echo
-printf '| %-40s | %8s | %8s | %-34s |\n' case "wall s" "RSS MB" "vs transfer floor"
-echo "|------------------------------------------|----------|----------|------------------------------------|"
+printf '| %-50s | %8s | %8s | %-34s |\n' case "wall s" "RSS MB" "vs transfer floor"
+echo "|----------------------------------------------------|----------|----------|------------------------------------|"
 printf '%s\n' "${ROWS[@]}"
