@@ -115,7 +115,7 @@ settle "$DEST/repo"
 if [ -x "$RSCFS" ]; then
   "$RSCFS" --repo "$DEST/rsrepo" init --algorithm fsverity-sha256-12 --insecure >/dev/null
   if read -r S M < <(t "$RSCFS" --repo "$DEST/rsrepo" oci pull "docker://$R:v1"); then
-    row "composefs-rs oci pull v1 (empty repo)" "$S" "$M" "$(vs "$S" ", no merged image")"
+    row "composefs-rs oci pull v1 (empty repo)" "$S" "$M" "$(vs "$S" "")"
     read -r S M < <(t "$RSCFS" --repo "$DEST/rsrepo" oci pull "docker://$R:v2") &&
       row "composefs-rs oci pull v2 after v1" "$S" "$M" "-"
   fi
