@@ -264,7 +264,7 @@ pub fn import(
         p.start(todo.len(), todo.iter().map(|t| t.0.size()).sum());
     }
     let bytes = AtomicU64::new(0);
-    let fetched = fetch_layers(repo, src, name, &todo, &bytes, progress)?;
+    let fetched = fetch_layers(repo, src, name, &todo, &bytes, progress, store_image)?;
     let layers_fetched = fetched.len();
     known.extend(fetched.into_iter().map(|(k, d)| (k.to_string(), d)));
 
@@ -368,31 +368,41 @@ fn fetch_layers<'d>(
     todo: &[(&Descriptor, &'d str)],
     bytes: &AtomicU64,
     progress: Option<&dyn PullProgress>,
+    write_back: bool,
 ) -> Result<Vec<(&'d str, Digest)>> {
     // Biggest first: the longest fetch starts earliest.
     let mut order: Vec<usize> = (0..todo.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(todo[i].0.size()));
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
+        .min(src.max_parallel_blobs())
         .min(todo.len());
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<(usize, Result<Digest>)>> = Mutex::new(Vec::new());
     let (next, failed, results, order) = (&next, &failed, &results, &order);
-    // Write-back while importing: after each layer a syncer thread runs `syncfs`, so the
-    // disk works while the importers compute, and the `syncfs` before tagging waits only for
-    // the tail (git's batch fsync does the same per object). Its errors are only logged: the
-    // final `syncfs` is the one that decides.
+    // Write-back while importing (when the pull will tag): after each layer a syncer thread
+    // runs `syncfs`, so the disk works while the importers compute, and the `syncfs` before
+    // tagging waits only for the tail (git's batch fsync does the same per object). A
+    // write-back error is reported once per open file, to whichever `syncfs` comes first,
+    // so the syncer's error fails the pull like the final one would.
     let (want_sync, sync_requests) = std::sync::mpsc::channel::<()>();
+    let sync_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let sync_error = &sync_error;
     std::thread::scope(|s| {
-        s.spawn(move || {
-            while sync_requests.recv().is_ok() {
-                while sync_requests.try_recv().is_ok() {}
-                if let Err(e) = repo.sync() {
-                    tracing::debug!("background syncfs: {e:#}");
+        if write_back {
+            s.spawn(move || {
+                while sync_requests.recv().is_ok() {
+                    while sync_requests.try_recv().is_ok() {}
+                    if let Err(e) = repo.sync() {
+                        failed.store(true, Ordering::Relaxed);
+                        let mut first = sync_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(e.context(format!("{name}: writing layers back")));
+                        return;
+                    }
                 }
-            }
-        });
+            });
+        }
         for _ in 0..threads {
             let want_sync = want_sync.clone();
             s.spawn(move || {
@@ -419,6 +429,9 @@ fn fetch_layers<'d>(
         }
         drop(want_sync);
     });
+    if let Some(e) = sync_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(e);
+    }
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     results.sort_by_key(|r| r.0);
     results

@@ -48,6 +48,10 @@ pub trait ImageSource: Sync {
     fn config(&self, manifest: &ImageManifest) -> Result<Vec<u8>> {
         config_blob(self, manifest)
     }
+    /// How many blobs may stream at once (importer threads beyond it would only wait).
+    fn max_parallel_blobs(&self) -> usize {
+        usize::MAX
+    }
     /// Raw bytes of a blob, NOT verified: wrap them in a [`VerifyingReader`].
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
     /// Frees what the source holds (the skopeo process); errors here are worth reporting.

@@ -7,7 +7,12 @@
 //! (awaiting one before the other deadlocks skopeo), and the importer threads read the channel
 //! as a plain `Read`. skopeo (1.9, protocol 0.2.3) answers one request at a time and its
 //! `FinishPipe` returns only once the blob is written, so one proxy streams one blob at a
-//! time: each blob in flight gets a proxy of its own ([`Connection`]s are pooled and reused).
+//! time: each blob in flight gets a proxy of its own ([`Connection`]s are pooled and reused),
+//! at most [`MAX_PROXIES`]. Opening the image in a proxy costs a manifest request to a
+//! registry (the signature policy is checked on it), which registries such as Docker Hub
+//! count against rate limits, hence the cap. Transports that are costly to open
+//! (`oci-archive:` and `docker-archive:` unpack the archive, `docker-daemon:` streams the
+//! whole image) get one proxy, and their layers stream one at a time.
 //! skopeo checks blob digests too, but the bytes are checked again by the caller's [`VerifyingReader`](crate::oci::stream::VerifyingReader) — the proxy is not trusted for that.
 
 use std::io::{self, Read};
@@ -21,6 +26,9 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::{FetchedManifest, ImageSource, sha256_of};
+
+/// Proxies (blobs streaming at once) for an image whose transport is cheap to open again.
+pub const MAX_PROXIES: usize = 4;
 
 /// Chunks in flight per blob (x 256 KiB): bounded memory whatever the layer size.
 const CHANNEL_CHUNKS: usize = 8;
@@ -114,14 +122,24 @@ impl ProxySource {
 }
 
 impl ImageSource for ProxySource {
+    fn max_parallel_blobs(&self) -> usize {
+        // Transports whose open is cheap; an archive would be unpacked once per proxy.
+        let cheap = ["docker://", "dir:", "containers-storage:"];
+        if cheap.iter().any(|t| self.reference.starts_with(t)) {
+            MAX_PROXIES
+        } else {
+            1
+        }
+    }
+
     fn manifest(&self) -> Result<FetchedManifest> {
         let conn = self.take()?;
-        let fetched = self
+        let (digest, bytes) = self
             .rt
-            .block_on(conn.proxy.fetch_manifest_raw_oci(&conn.image));
+            .block_on(conn.proxy.fetch_manifest_raw_oci(&conn.image))
+            .with_context(|| format!("{}: fetching the manifest", self.reference))?;
+        // Only a proxy that answered goes back (a failed one is dropped, ending skopeo).
         self.put(conn);
-        let (digest, bytes) =
-            fetched.with_context(|| format!("{}: fetching the manifest", self.reference))?;
         let manifest: ImageManifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: parsing manifest {digest}", self.reference))?;
         // The digest is skopeo's, of the raw manifest it received (and checked against the
@@ -149,9 +167,11 @@ impl ImageSource for ProxySource {
         }
         let desc = manifest.config();
         let conn = self.take()?;
-        let fetched = self.rt.block_on(conn.proxy.fetch_config_raw(&conn.image));
+        let bytes = self
+            .rt
+            .block_on(conn.proxy.fetch_config_raw(&conn.image))
+            .with_context(|| format!("{}: fetching the config", self.reference))?;
         self.put(conn);
-        let bytes = fetched.with_context(|| format!("{}: fetching the config", self.reference))?;
         super::verify_bytes(&format!("config {}", desc.digest()), desc.digest(), &bytes)?;
         Ok(bytes)
     }
@@ -213,10 +233,14 @@ impl ImageSource for ProxySource {
         let result = rt
             .block_on(async move {
                 let conns = std::mem::take(&mut *idle.lock().unwrap_or_else(|e| e.into_inner()));
+                // Every proxy is closed; the first failure is reported.
+                let mut first = None;
                 for c in conns {
-                    c.close().await?;
+                    if let Err(e) = c.close().await {
+                        first.get_or_insert(e);
+                    }
                 }
-                anyhow::Ok(())
+                first.map_or(Ok(()), Err)
             })
             .context("closing the skopeo proxy");
         // Blob tasks abandoned after an error still own their proxies; dropping the runtime
