@@ -68,7 +68,17 @@ impl Repository {
         };
         self.check_algorithm(&digest)?;
         let rel = format!("{IMAGES}/{}", digest.to_hex());
-        let file = match open_beneath(&self.dir, &rel) {
+        let opened = match open_beneath(&self.dir, &rel) {
+            // Before 5.6 (no openat2): the repository's own tools still work.
+            Err(Errno::NOSYS) => rustix::fs::openat(
+                &self.dir,
+                &rel,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+            r => r,
+        };
+        let file = match opened {
             Ok(fd) => File::from(fd),
             Err(Errno::NOENT) => return Err(RepoError::MissingImage(name.to_string()).into()),
             Err(e) => {
@@ -233,8 +243,9 @@ fn read_dir_names(dir: &OwnedFd) -> std::io::Result<Vec<(String, FileType)>> {
 
 /// Opens `rel` (read-only) below `dir` with `RESOLVE_BENEATH`: an image link, and anything
 /// it points to, must stay inside the repository. The kernel answers EAGAIN when a rename or
-/// mount anywhere raced with resolving the link's `..` (`openat2(2)`: retry); kernels
-/// without `openat2` (before 5.6) get a plain `openat`.
+/// mount anywhere raced with resolving the link's `..` (`openat2(2)`: retry). Kernels
+/// without `openat2` (before 5.6) give ENOSYS: the caller decides whether a plain `openat`
+/// will do (`cfs-setup-root` refuses).
 pub(crate) fn open_beneath(dir: impl AsFd, rel: &str) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
@@ -242,7 +253,6 @@ pub(crate) fn open_beneath(dir: impl AsFd, rel: &str) -> rustix::io::Result<Owne
     loop {
         match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
             Err(Errno::AGAIN) if tries < 100 => tries += 1,
-            Err(Errno::NOSYS) => return rustix::fs::openat(&dir, rel, flags, Mode::empty()),
             r => return r,
         }
     }
