@@ -10,7 +10,8 @@
 #     then v2 (one extra layer) incrementally, and a no-op repeat
 #   - peers: composefs-rs `cfsctl oci pull` (/opt/composefs-rs) and `skopeo copy` into
 #     containers-storage (what `podman pull` does), each into an empty store
-# Prints wall time, peak RSS and bytes fetched. Destinations live in $BENCH_DEST (default
+# Prints wall time, peak RSS (of the process or any child it reaped, skopeo included) and
+# bytes fetched. Destinations live in $BENCH_DEST (default
 # tmpfs, /dev/shm: CPU cost without the disk). BENCH_DISK=1 puts them on a fresh ext4
 # (default mkfs options, journal on, as a host has) in a loop-mounted file under $BENCH_CACHE.
 # The OCI layouts are cached in $BENCH_CACHE.
@@ -48,6 +49,15 @@ fi
 # --- a registry on loopback, trusted over plain http. skopeo 1.9 ignores
 # CONTAINERS_REGISTRIES_CONF, and composefs-rs has no --tls-verify, so the trust goes into a
 # registries.conf.d drop-in for the benchmark's duration.
+REG=; DROPIN=
+cleanup() {
+  set +e
+  [ -n "$REG" ] && kill "$REG" 2>/dev/null
+  [ -n "$DROPIN" ] && rm -f "$DROPIN"
+  if mountpoint -q "$DEST"; then umount -R "$DEST"; rm -f "$CACHE/pull-disk.img"; fi
+  rm -rf "$WORK" "$DEST"
+}
+trap cleanup EXIT
 rm -rf "$WORK" "$DEST"; mkdir -p "$WORK" "$DEST"
 if [ "${BENCH_DISK:-0}" = 1 ]; then
   truncate -s 16G "$CACHE/pull-disk.img" && mkfs.ext4 -q -F "$CACHE/pull-disk.img"
@@ -62,23 +72,19 @@ http: {addr: 127.0.0.1:$PORT}
 YML
 docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" & REG=$!
 DROPIN=/etc/containers/registries.conf.d/zz-cfsctl-bench-$PORT.conf
-cleanup() {
-  kill $REG 2>/dev/null; rm -f "$DROPIN"
-  if mountpoint -q "$DEST"; then umount -R "$DEST"; rm -f "$CACHE/pull-disk.img"; fi
-  rm -rf "$WORK" "$DEST"
-}
-trap cleanup EXIT
 mkdir -p /etc/containers/registries.conf.d
 printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$PORT" > "$DROPIN"
-until curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null; do sleep 0.1; done
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+kill -0 "$REG" && curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null ||
+  { echo "FAIL: docker-registry did not start:" >&2; cat "$WORK/registry.log" >&2; exit 1; }
 R=127.0.0.1:$PORT/bench
 skopeo copy -q "oci:$LAYOUT:v1" "docker://$R:v1" --dest-tls-verify=false
 skopeo copy -q "oci:$LAYOUT:v2" "docker://$R:v2" --dest-tls-verify=false
 BYTES=$(du -sb --apparent-size "$WORK/storage" | cut -f1)
 
 t() { /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; return 1; }; read -r S K < "$WORK/time"; echo "$S $((K / 1024))"; }
-# Deleted inodes make the next allocations slow on a journal-less ext4 (the kernel skips
-# "recently deleted" inodes, scanning for free ones): let deletions settle before a timed run.
+# On a disk, let deletions reach it before a timed run (on a journal-less ext4, as this VM's
+# root is, the kernel even skips "recently deleted" inodes one by one when allocating).
 PAUSE=6; [ "$(df --output=fstype "$DEST" | tail -1)" = tmpfs ] && PAUSE=0
 settle() { rm -rf "$@"; sync; sleep $PAUSE; }
 ROWS=()
