@@ -503,11 +503,10 @@ impl Scanner<'_, '_> {
         if self.opts.xattrs == XattrFilter::None {
             return Ok(Vec::new());
         }
-        let len = match from {
-            XattrSource::Fd(fd) => rustix::fs::flistxattr(fd, &mut self.list_buf[..]),
-            XattrSource::Path(p) => rustix::fs::listxattr(p, &mut self.list_buf[..]),
-        };
-        let len = match len {
+        let len = match with_small_buf_first(&mut self.list_buf, |buf| match from {
+            XattrSource::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            XattrSource::Path(p) => rustix::fs::listxattr(p, buf),
+        }) {
             Ok(len) => len,
             // Filesystems without xattr support have none to copy.
             Err(rustix::io::Errno::OPNOTSUPP) => 0,
@@ -524,10 +523,10 @@ impl Scanner<'_, '_> {
             if self.opts.xattrs == XattrFilter::UserOnly && !name.starts_with(b"user.") {
                 continue;
             }
-            let vlen = match from {
-                XattrSource::Fd(fd) => rustix::fs::fgetxattr(fd, name, &mut self.value_buf[..]),
-                XattrSource::Path(p) => rustix::fs::getxattr(p, name, &mut self.value_buf[..]),
-            };
+            let vlen = with_small_buf_first(&mut self.value_buf, |buf| match from {
+                XattrSource::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+                XattrSource::Path(p) => rustix::fs::getxattr(p, name, buf),
+            });
             let vlen = match vlen {
                 Ok(n) => n,
                 // Removed between list and get: it is simply not there any more.
@@ -550,6 +549,23 @@ impl Scanner<'_, '_> {
         Ok(xattrs)
     }
 }
+
+/// Calls `f` with the first [`XATTR_TRY`] bytes of `buf`, and again with all of it when that
+/// was too small. The kernel allocates (and for values zeroes) a buffer of the size passed
+/// in on every `listxattr`/`getxattr` (`fs/xattr.c`); at 64 KiB that cost a tenth of a
+/// cached re-import, while nearly every list and value fits in a few hundred bytes.
+fn with_small_buf_first(
+    buf: &mut [u8],
+    mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<usize> {
+    match f(&mut buf[..XATTR_TRY]) {
+        Err(rustix::io::Errno::RANGE) => f(buf),
+        other => other,
+    }
+}
+
+/// Size of the first try of [`with_small_buf_first`].
+const XATTR_TRY: usize = 1024;
 
 #[derive(Clone, Copy)]
 enum XattrSource<'a> {

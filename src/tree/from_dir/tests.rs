@@ -273,6 +273,31 @@ fn use_epoch_and_xattr_filters() {
     assert!(tree.inodes.iter().all(|i| i.xattrs.is_empty()));
 }
 
+/// Lists and values longer than the first, small read buffer are read whole.
+#[test]
+fn xattrs_larger_than_first_try() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two files: ext4 keeps all xattrs of a file in one 4 KiB block.
+    let (value_file, list_file) = (tmp.path().join("value"), tmp.path().join("list"));
+    fs::write(&value_file, b"x").unwrap();
+    fs::write(&list_file, b"y").unwrap();
+    let big = pattern(XATTR_TRY + 500);
+    setx(&value_file, "user.big", &big);
+    let names: Vec<String> = (0..(XATTR_TRY / 20))
+        .map(|i| format!("user.{i:020}"))
+        .collect();
+    for name in &names {
+        setx(&list_file, name, b"");
+    }
+    let (tree, _) = read_dir(tmp.path(), &ScanOptions::default(), None).unwrap();
+    assert_eq!(inode(&tree, "value").xattr(b"user.big"), Some(&big[..]));
+    let list = inode(&tree, "list");
+    assert_eq!(list.xattrs.len(), names.len());
+    for name in &names {
+        assert_eq!(list.xattr(name.as_bytes()), Some(&b""[..]));
+    }
+}
+
 #[test]
 fn sockets_kept_like_mkcomposefs_or_skipped() {
     let tmp = tempfile::tempdir().unwrap();
