@@ -605,3 +605,54 @@ fn concurrent_pulls_into_one_repository() {
     assert_eq!(r2.image_digest, v2.image_digest);
     assert_eq!(tags(&repo).len(), 4);
 }
+
+#[test]
+fn full_disk_during_pull_loses_nothing() {
+    let Some(img) = images() else { return };
+    if !common::is_root() {
+        return common::skip_or_fail("the full-disk pull needs root (a small tmpfs)").unwrap_or(());
+    }
+    // A filesystem with room for about half of the image's files.
+    let tar_bytes: usize = img.tars_v1.iter().map(Vec::len).sum();
+    let td = tempfile::tempdir().unwrap();
+    let mnt = td.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let size = format!("size={}k", tar_bytes / 2 / 1024);
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &size, "cfsctl-full"])
+        .arg(&mnt)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        return common::skip_or_fail("cannot mount a tmpfs here").unwrap_or(());
+    }
+    let result = std::panic::catch_unwind(|| {
+        let repo = Repository::init(mnt.join("repo"), Algorithm::Sha256).unwrap();
+        let err = pull(&repo, &oci_ref(&img.dir, "v1"), &PullOptions::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        let enospc = err.chain().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(28))
+        });
+        assert!(enospc, "ENOSPC expected: {msg}");
+        // The error names the layer being imported.
+        assert!(msg.contains("layer sha256:"), "{msg}");
+        assert!(tags(&repo).is_empty(), "{msg}");
+        common::assert_fsck_clean(repo.path());
+
+        // With room again, the same repository takes the same pull.
+        let grown = std::process::Command::new("mount")
+            .args(["-o", "remount,size=256m"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(grown.success());
+        let done = pull(&repo, &oci_ref(&img.dir, "v1"), &PullOptions::default()).unwrap();
+        assert_eq!(tags(&repo).len(), 2);
+        let (_a, fresh) = new_repo();
+        let reference = pull(&fresh, &oci_ref(&img.dir, "v1"), &PullOptions::default()).unwrap();
+        assert_eq!(done.image_digest, reference.image_digest);
+        common::assert_fsck_clean(repo.path());
+    });
+    let _ = cfsctl::mount::unmount(&mnt);
+    result.unwrap();
+}
