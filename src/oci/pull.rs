@@ -92,7 +92,7 @@ pub struct PullResult {
     pub layers_skipped: usize,
     /// Blob bytes read from the source (compressed).
     pub bytes_fetched: u64,
-    /// Objects new in the repository after the pull.
+    /// Objects this pull stored (content the repository already had does not count).
     pub objects_written: u64,
 }
 
@@ -132,7 +132,7 @@ pub fn pull_from(
     {
         return Ok(result);
     }
-    let objects_before = count_objects(repo)?;
+    let objects_before = repo.objects_stored();
     let imported = import(repo, src, name, manifest, tag.is_some(), opts.progress)?;
     let sealed = verify_seal(repo, name, &imported, opts.require_sealed)?;
 
@@ -163,7 +163,7 @@ pub fn pull_from(
         layers_fetched: imported.layers_fetched,
         layers_skipped: imported.layers.len() - imported.layers_fetched,
         bytes_fetched: imported.bytes_fetched,
-        objects_written: count_objects(repo)?.saturating_sub(objects_before),
+        objects_written: repo.objects_stored() - objects_before,
     })
 }
 
@@ -582,22 +582,6 @@ fn verify_seal(
         .into());
     }
     Ok(Some(value.clone()))
-}
-
-/// Files under `objects/` (for "objects written"; racy only against concurrent writers).
-fn count_objects(repo: &Repository) -> Result<u64> {
-    let dir = repo.path().join("objects");
-    let mut n = 0;
-    for sub in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let sub = sub?;
-        if sub.file_type()?.is_dir() {
-            n += std::fs::read_dir(sub.path())?
-                .filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count() as u64;
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -152,6 +152,8 @@ pub struct Repository {
     refs: OwnedFd,
     algorithm: Algorithm,
     verity_supported: bool,
+    /// Objects this handle gave a name (not those another writer stored first).
+    stored: AtomicU64,
 }
 
 /// Holds the repository lock exclusively; back to shared when dropped.
@@ -237,6 +239,7 @@ impl Repository {
             refs,
             algorithm,
             verity_supported: false,
+            stored: AtomicU64::new(0),
         };
         repo.verity_supported = repo.probe_verity();
         tracing::debug!(
@@ -298,6 +301,12 @@ impl Repository {
         rustix::fs::flock(&self.dir, FlockOperation::LockExclusive)
             .with_context(|| format!("locking repository {} exclusively", self.path.display()))?;
         Ok(ExclusiveLock { repo: self })
+    }
+
+    /// Objects this handle has stored so far (an object another writer stored first does
+    /// not count).
+    pub fn objects_stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// Makes everything written so far durable (one `syncfs` instead of an fsync per object).

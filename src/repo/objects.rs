@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags};
@@ -158,49 +159,62 @@ impl<'r> TmpObject<'r> {
         Ok(digest)
     }
 
-    /// Gives the file its final name `objects/XX/rest`; an existing object is kept.
+    /// Gives the file its final name `objects/XX/rest`; an existing object is kept. The
+    /// fan-out directory is created only when the name cannot be made for want of it.
     fn link_as(mut self, digest: &Digest) -> io::Result<()> {
         let path = digest.object_path();
-        mkdir_exist_ok(&self.repo.objects, &path[..2])?;
-        let objects = &self.repo.objects;
-        if let Some(name) = self.name.take() {
-            let result = match rustix::fs::renameat_with(
-                objects,
-                &name,
-                objects,
-                &path,
-                RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => return Ok(()),
-                Err(Errno::EXIST) => Ok(()),
-                // Filesystems without RENAME_NOREPLACE: link (fails on EEXIST) + unlink.
-                Err(Errno::INVAL) => {
-                    match rustix::fs::linkat(objects, &name, objects, &path, AtFlags::empty()) {
-                        Ok(()) | Err(Errno::EXIST) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            let _ = rustix::fs::unlinkat(objects, &name, AtFlags::empty());
-            return Ok(result?);
-        }
-        let linked = match rustix::fs::linkat(
-            CWD,
-            proc_fd_path(&self.file),
-            objects,
-            &path,
-            AtFlags::SYMLINK_FOLLOW,
-        ) {
-            // No /proc (early boot): AT_EMPTY_PATH does the same but needs CAP_DAC_READ_SEARCH.
+        let linked = match self.link_once(&path) {
             Err(Errno::NOENT) => {
-                rustix::fs::linkat(&self.file, "", objects, &path, AtFlags::EMPTY_PATH)
+                mkdir_exist_ok(&self.repo.objects, &path[..2])?;
+                self.link_once(&path)
             }
             r => r,
         };
+        if let Some(name) = self.name.take() {
+            let _ = rustix::fs::unlinkat(&self.repo.objects, &name, AtFlags::empty());
+        }
         match linked {
-            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Ok(()) => {
+                self.repo.stored.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(Errno::EXIST) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One attempt at naming the object `path` (EEXIST: stored already).
+    fn link_once(&self, path: &str) -> rustix::io::Result<()> {
+        let objects = &self.repo.objects;
+        if let Some(name) = &self.name {
+            return match rustix::fs::renameat_with(
+                objects,
+                name,
+                objects,
+                path,
+                RenameFlags::NOREPLACE,
+            ) {
+                // Filesystems without RENAME_NOREPLACE: link (fails on EEXIST); the caller
+                // removes the temporary name.
+                Err(Errno::INVAL) => {
+                    rustix::fs::linkat(objects, name, objects, path, AtFlags::empty())
+                }
+                r => r,
+            };
+        }
+        match rustix::fs::linkat(
+            CWD,
+            proc_fd_path(&self.file),
+            objects,
+            path,
+            AtFlags::SYMLINK_FOLLOW,
+        ) {
+            // No /proc (early boot): AT_EMPTY_PATH does the same but needs CAP_DAC_READ_SEARCH.
+            // (ENOENT also means a missing fan-out directory: this fails the same way then.)
+            Err(Errno::NOENT) => {
+                rustix::fs::linkat(&self.file, "", objects, path, AtFlags::EMPTY_PATH)
+            }
+            r => r,
         }
     }
 }
