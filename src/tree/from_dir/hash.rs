@@ -310,10 +310,15 @@ fn hash_part(
     )))
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+/// Fills `buf` from `offset` of `fd`; a file shorter than its stat size is an error.
+pub(super) fn read_exact_at(
+    fd: impl std::os::fd::AsFd,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        match rustix::io::pread(file, &mut buf[done..], offset + done as u64) {
+        match rustix::io::pread(&fd, &mut buf[done..], offset + done as u64) {
             Ok(0) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,

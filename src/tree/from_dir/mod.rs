@@ -349,7 +349,7 @@ impl Scanner<'_, '_> {
         } else if size <= INLINE_CONTENT_MAX {
             let mut buf = [0u8; INLINE_CONTENT_MAX as usize];
             let data = &mut buf[..size as usize];
-            read_exact_at(&fd, data)
+            hash::read_exact_at(&fd, data, 0)
                 .with_context(|| format!("reading {}", self.full_path().display()))?;
             inode.inline = Some(data.into());
             self.report.inline_files += 1;
@@ -571,25 +571,6 @@ const XATTR_TRY: usize = 1024;
 enum XattrSource<'a> {
     Fd(BorrowedFd<'a>),
     Path(&'a str),
-}
-
-/// Fills `buf` from the start of `fd`; a file shorter than its stat size is an error.
-fn read_exact_at(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match rustix::io::pread(fd, &mut buf[done..], done as u64) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "file shrank while being read",
-                ));
-            }
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Makes the first name of each hard-linked inode, in depth-first name order (the order
