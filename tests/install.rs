@@ -54,16 +54,11 @@ fn make_repo(td: &Path) -> (std::path::PathBuf, String) {
             .unwrap()
             .success()
     );
-    let out = common::cfsctl()
-        .args(["create-image", "--ref", "os/test", "--repo"])
-        .arg(&repo)
-        .arg(&rootfs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::cfsctl()
+            .args(["create-image", "--ref", "os/test", "--repo"])
+            .arg(&repo)
+            .arg(&rootfs),
     );
     (
         repo,
@@ -81,22 +76,17 @@ fn install_to_root_and_esp() {
     let fake_boot = td.path().join("sd-boot.efi");
     fs::write(&fake_boot, b"MZ fake systemd-boot").unwrap();
     let (root, esp) = (td.path().join("root"), td.path().join("esp"));
-    let out = common::cfsctl()
-        .args(["install", "--repo"])
-        .arg(&repo)
-        .arg("os/test")
-        .arg("--root")
-        .arg(&root)
-        .arg("--boot")
-        .arg(&esp)
-        .args(["--karg", "root=/dev/vda2", "--karg", "rw", "--bootloader"])
-        .arg(&fake_boot)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        common::cfsctl()
+            .args(["install", "--repo"])
+            .arg(&repo)
+            .arg("os/test")
+            .arg("--root")
+            .arg(&root)
+            .arg("--boot")
+            .arg(&esp)
+            .args(["--karg", "root=/dev/vda2", "--karg", "rw", "--bootloader"])
+            .arg(&fake_boot),
     );
 
     let short = &hex[..12];

@@ -200,17 +200,12 @@ fn image_mounted_from_repository_equals_source() {
     fs::create_dir(&mnt).unwrap();
 
     run(common::cfsctl().args(["init", "--repo"]).arg(&repo));
-    let out = common::cfsctl()
-        .args(["create-image", "--print-digest", "--repo"])
-        .arg(&repo)
-        .arg(&src)
-        .arg(tmp.path().join("copy.img"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::cfsctl()
+            .args(["create-image", "--print-digest", "--repo"])
+            .arg(&repo)
+            .arg(&src)
+            .arg(tmp.path().join("copy.img")),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -28,17 +28,7 @@ fn layout(dir: &Path) -> Option<()> {
 }
 
 fn cfsctl(repo: &Path, args: &[&str]) -> String {
-    let out = common::cfsctl()
-        .args(args)
-        .arg("--repo")
-        .arg(repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_ok(common::cfsctl().args(args).arg("--repo").arg(repo));
     String::from_utf8(out.stdout).unwrap()
 }
 

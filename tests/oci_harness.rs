@@ -23,15 +23,10 @@ fn registry_serves_a_pushed_image_and_counts_bytes() {
     );
     reg.push(&layout, "v1", "hello");
     reg.reset();
-    let out = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("{}:v1", reg.url("hello")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("{}:v1", reg.url("hello"))),
     );
     assert_eq!(ociimage::sha256(&out.stdout), w.manifest);
     assert!(reg.served() >= out.stdout.len() as u64, "{}", reg.served());

@@ -179,12 +179,7 @@ fn pull_equals_create_image_over_unpacked_directory() {
     // Unpacked as a runtime would, nothing adjusted: `--oci` applies the canonicalization.
     ociimage::unpack(&img.tars_v1, &root);
     let run = |args: &[&str]| {
-        let out = common::cfsctl().args(args).arg(&root).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = common::run_ok(common::cfsctl().args(args).arg(&root));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let want = pulled.image_digest.to_hex();
@@ -215,16 +210,11 @@ fn seal_then_require_sealed_and_tampering() {
     // Seal with the CLI into another layout.
     let td = tempfile::tempdir().unwrap();
     let sealed_dir = td.path().join("sealed");
-    let out = common::cfsctl()
-        .args(["oci", "seal", "--json"])
-        .arg(format!("oci:{}:v1", img.dir.display()))
-        .arg(format!("oci:{}:v1", sealed_dir.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::cfsctl()
+            .args(["oci", "seal", "--json"])
+            .arg(format!("oci:{}:v1", img.dir.display()))
+            .arg(format!("oci:{}:v1", sealed_dir.display())),
     );
     let sealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let label = format!("sha256:{}", plain.image_digest.to_hex());
@@ -304,32 +294,22 @@ fn seal_to_registry_and_pull_sealed_via_cli() {
     reg.push(&img.dir, "v1", "deb");
     let src = format!("{}:v1", reg.url("deb"));
     let dst = format!("{}:sealed", reg.url("deb"));
-    let out = common::cfsctl()
-        .args(["oci", "seal", "--tls-verify=false"])
-        .args([&src, &dst])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::cfsctl()
+            .args(["oci", "seal", "--tls-verify=false"])
+            .args([&src, &dst]),
     );
     let label = String::from_utf8(out.stdout).unwrap();
 
     let td = tempfile::tempdir().unwrap();
     let repo_dir = td.path().join("repo");
     let run = |args: &[&str]| {
-        let out = common::cfsctl()
-            .arg("oci")
-            .args(args)
-            .arg("--repo")
-            .arg(&repo_dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::run_ok(
+            common::cfsctl()
+                .arg("oci")
+                .args(args)
+                .arg("--repo")
+                .arg(&repo_dir),
         );
         String::from_utf8(out.stdout).unwrap()
     };
@@ -503,25 +483,21 @@ fn oci_mount_shows_the_merged_tree() {
     let td = tempfile::tempdir().unwrap();
     let repo_dir = td.path().join("repo");
     Repository::init(&repo_dir, Algorithm::Sha256).unwrap();
-    let ok = |cmd: &mut std::process::Command| {
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ok(common::cfsctl()
-        .args(["oci", "pull", "--tag", "deb", "--repo"])
-        .arg(&repo_dir)
-        .arg(format!("oci:{}:v1", img.dir.display())));
+    common::run_ok(
+        common::cfsctl()
+            .args(["oci", "pull", "--tag", "deb", "--repo"])
+            .arg(&repo_dir)
+            .arg(format!("oci:{}:v1", img.dir.display())),
+    );
     let mnt = td.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    ok(common::cfsctl()
-        .args(["oci", "mount", "--repo"])
-        .arg(&repo_dir)
-        .arg("deb")
-        .arg(&mnt));
+    common::run_ok(
+        common::cfsctl()
+            .args(["oci", "mount", "--repo"])
+            .arg(&repo_dir)
+            .arg("deb")
+            .arg(&mnt),
+    );
     let hello = std::fs::read_to_string(mnt.join("usr/bin/hello"));
     let again = std::fs::read_to_string(mnt.join("usr/bin/hello-again"));
     let copyright = mnt.join("usr/share/doc/hello/copyright").exists();

@@ -44,16 +44,11 @@ fn make_sysroot(sysroot: &Path, rootfs: &Path) -> String {
         .status()
         .unwrap();
     assert!(ok.success());
-    let out = common::cfsctl()
-        .args(["create-image", "--ref", "test/root", "--repo"])
-        .arg(&repo)
-        .arg(rootfs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::cfsctl()
+            .args(["create-image", "--ref", "test/root", "--repo"])
+            .arg(&repo)
+            .arg(rootfs),
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

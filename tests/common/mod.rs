@@ -179,3 +179,14 @@ pub fn assert_fsck_clean(repo: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `cmd` and fails the test, showing the command and its stderr, unless it exits 0.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
