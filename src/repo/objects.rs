@@ -399,10 +399,8 @@ impl Repository {
                 .with_context(what)?;
             hasher.finish()
         };
-        if self.has_object(&digest) {
-            return Ok(digest);
-        }
-        tmp.finish(Some(digest), &what)
+        tmp.link_or_drop(digest, &what)?;
+        Ok(digest)
     }
 
     /// Stores the whole content of `src` as an object and returns its digest.
