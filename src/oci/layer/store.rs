@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::{LayerTree, OPAQUE_XATTR};
 use crate::erofs::reader::read_image;
-use crate::erofs::writer::{WriteOptions, compute_digest, image_bytes};
+use crate::erofs::writer::{WriteOptions, compute_digest, write_image};
 use crate::fsverity::{Algorithm, Digest};
 use crate::oci::merge::compact_in_place;
 use crate::repo::Repository;
@@ -28,8 +28,8 @@ pub fn layer_digest(layer: &LayerTree, algorithm: Algorithm) -> Result<Digest> {
 /// Writes the layer's composefs image into the repository as an object; returns its digest.
 /// The image names the layer's file objects, so a gc that keeps it keeps them.
 pub fn store_layer(repo: &Repository, layer: &LayerTree) -> Result<Digest> {
-    let bytes = image_bytes(&layer.tree, &write_options()).context("writing the layer image")?;
-    repo.write_object(&bytes)
+    repo.write_object_with(|mut w| Ok(write_image(&layer.tree, &write_options(), &mut w)?))
+        .context("writing the layer image")
 }
 
 /// Reads a layer tree stored by [`store_layer`].
