@@ -45,9 +45,9 @@ impl Connection {
     /// that started it ends (the crate sets PR_SET_PDEATHSIG, which is per thread), and the
     /// importer threads asking for connections end before the source is closed.
     fn start(rt: &tokio::runtime::Runtime, reference: &str, tls_verify: bool) -> Result<Self> {
-        let reference = reference.to_string();
-        rt.block_on(rt.spawn(async move { Self::open(&reference, tls_verify).await }))
-            .context("starting the skopeo proxy")?
+        let owned = reference.to_string();
+        rt.block_on(rt.spawn(async move { Self::open(&owned, tls_verify).await }))
+            .with_context(|| format!("starting a skopeo proxy for {reference}"))?
     }
 
     async fn open(reference: &str, tls_verify: bool) -> Result<Self> {
