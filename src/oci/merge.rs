@@ -104,6 +104,14 @@ impl LayerMerger {
         compact_in_place(&mut out);
         out
     }
+
+    /// The merged tree in canonical form: [`finish`](Self::finish) then
+    /// [`canonicalize_in_place`], compacting once (the canonical step compacts anyway).
+    pub fn finish_canonical(self, opts: &CanonicalOptions) -> Tree {
+        let mut out = self.out;
+        canonicalize_in_place(&mut out, opts);
+        out
+    }
 }
 
 /// One [`LayerMerger::add`]: moves inodes out of `layer` into `out`.

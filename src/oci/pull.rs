@@ -289,8 +289,7 @@ pub fn import(
     }))?;
     let image_digest = merged
         .map_err(anyhow::Error::from)
-        .and_then(|mut tree| {
-            canonicalize(&mut tree);
+        .and_then(|tree| {
             let opts = WriteOptions::default();
             if store_image {
                 repo.write_object_with(|mut w| Ok(writer::write_image(&tree, &opts, &mut w)?))
@@ -322,8 +321,7 @@ pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
     }))?;
     merged
         .map_err(anyhow::Error::from)
-        .and_then(|mut tree| {
-            canonicalize(&mut tree);
+        .and_then(|tree| {
             let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
             drop(tree);
             let digest = fsverity::digest_bytes(repo.algorithm(), &bytes);
@@ -332,7 +330,8 @@ pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
         .with_context(|| format!("{name}: rebuilding"))
 }
 
-/// Merges the layer trees `layers` yields, bottom first, each dropped once added, so that
+/// Merges the layer trees `layers` yields, bottom first, into the canonical tree with the
+/// options `oci seal` publishes. Each layer tree is dropped once added, so that
 /// only one layer tree is in memory besides the merged tree. An error of `layers` is
 /// returned at once; a merge error only after every layer loaded, so that a layer that
 /// cannot be read is reported first wherever it is in the stack (as when every layer was
@@ -350,13 +349,8 @@ fn merge_stored_layers(
     }
     Ok(match failed {
         Some(e) => Err(e),
-        None => Ok(merger.finish()),
+        None => Ok(merger.finish_canonical(&merge::CanonicalOptions::default())),
     })
-}
-
-/// The canonical form of a merged tree, with the options `oci seal` publishes.
-fn canonicalize(tree: &mut Tree) {
-    merge::canonicalize_in_place(tree, &merge::CanonicalOptions::default());
 }
 
 /// Fetches and imports `todo` with up to one thread per core; the first error stops the
