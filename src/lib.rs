@@ -7,6 +7,7 @@
 //! `unsafe` is denied everywhere except `fsverity::ioctl`, which holds the raw ioctls.
 #![deny(unsafe_code)]
 
+pub mod atomic;
 pub mod boot;
 pub mod cli;
 pub mod dumpfile;

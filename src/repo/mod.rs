@@ -44,6 +44,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub(crate) use crate::atomic::temp_name;
+
 use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, CWD, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -61,7 +63,7 @@ const OBJECTS: &str = "objects";
 const IMAGES: &str = "images";
 const REFS: &str = "refs";
 /// Prefix of every temporary name; never a valid object, image or ref name.
-const TMP_PREFIX: &str = ".tmp-";
+const TMP_PREFIX: &str = crate::atomic::TMP_PREFIX;
 
 /// Errors a caller may want to act on (found as the root cause of the `anyhow::Error`s
 /// returned by [`Repository`]).
@@ -372,38 +374,9 @@ fn read_meta(dir: &OwnedFd, path: &Path) -> Result<RepoMeta> {
     Ok(meta)
 }
 
-/// A name no other thread or process will pick: `.tmp-<what>-<pid>-<counter>-<nanos>`.
-fn temp_name(what: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{TMP_PREFIX}{what}-{}-{n}-{nanos}", std::process::id())
-}
-
 /// Writes `name` in `dir` through a temporary file, fsync and rename.
 fn write_file_atomic(dir: &OwnedFd, name: &str, data: &[u8], flags: RenameFlags) -> io::Result<()> {
-    let tmp = temp_name("file");
-    let fd = rustix::fs::openat(
-        dir,
-        &tmp,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
-    let result = (|| {
-        let mut f = File::from(fd);
-        f.write_all(data)?;
-        f.sync_all()?;
-        rustix::fs::renameat_with(dir, &tmp, dir, name, flags)?;
-        rustix::fs::fsync(dir)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-    }
-    result
+    crate::atomic::write_file(dir, name, data, 0o644, flags)
 }
 
 /// Atomically creates or replaces the symlink `name` in `dir` pointing to `target`, and makes
