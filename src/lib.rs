@@ -10,6 +10,7 @@
 pub mod atomic;
 pub mod boot;
 pub mod cli;
+pub mod deploy;
 pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;

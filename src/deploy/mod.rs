@@ -1,0 +1,3 @@
+//! The host: its deployments and their lifecycle (docs/lifecycle.md).
+
+pub mod etc;
