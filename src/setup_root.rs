@@ -16,8 +16,6 @@
 //!
 //! Policy lives here; the binary `cfs-setup-root` only parses its arguments. See docs/boot.md.
 
-pub mod cmdline;
-pub mod config;
 mod state;
 
 use std::fs::File;
@@ -30,16 +28,12 @@ use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 
+pub use crate::boot::cmdline::{self, ImageArg};
+pub use crate::deploy::layout::ENABLE_VERITY_MARKER;
+pub use crate::deploy::setup_conf::{self as config, SetupConf as Config};
 use crate::fsverity::Digest;
 use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity};
 use crate::mount::{FsError, MountOptions, VerityMode, fsmount_composefs};
-pub use cmdline::ImageArg;
-pub use config::Config;
-
-/// Name of the marker (in the state directory) asking the next boot to enable fs-verity on
-/// every object before measuring: written by `cfsctl install` when the target filesystem could
-/// not enable it (a disk image built with `mkfs.ext4 -d`). See docs/boot.md.
-pub const ENABLE_VERITY_MARKER: &str = "enable-verity-on-boot";
 
 /// Why the boot was refused. These are the cases a person at the console must understand.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +174,9 @@ pub fn setup_root(image: &ImageArg, config: &Config, options: &Options) -> Resul
     if marker.is_ok() {
         let _ = rustix::fs::unlinkat(&state, ENABLE_VERITY_MARKER, rustix::fs::AtFlags::empty());
     }
+    if options.target.is_none() && Path::new("/etc/initrd-release").exists() {
+        announce_root_device(&sysroot_fd);
+    }
     Ok(Outcome {
         digest: image.digest,
         measured,
@@ -207,8 +204,11 @@ fn finish_tree(
     }
     if let Some(etc) = &deploy.etc {
         let lower = target.join("etc");
+        // redirect_dir, metacopy and index off, whatever the kernel's defaults: the upper
+        // directory must hold whole files and plain whiteouts, which is what the /etc merge
+        // of the next upgrade reads (deploy::etc refuses anything else).
         let data = format!(
-            "lowerdir={},upperdir=/proc/self/fd/{},workdir=/proc/self/fd/{}",
+            "lowerdir={},upperdir=/proc/self/fd/{},workdir=/proc/self/fd/{},redirect_dir=off,metacopy=off,index=off",
             lower.display(),
             rustix::fd::AsRawFd::as_raw_fd(&etc.upper),
             rustix::fd::AsRawFd::as_raw_fd(&etc.work),
@@ -227,13 +227,36 @@ fn finish_tree(
         state::seed_var_if_missing(state, &target.join("var"))?;
         let var = open_tree(
             state,
-            "var",
+            crate::deploy::layout::VAR_DIR,
             OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
         .context("cloning state/var")?;
         attach(&var, &target.join("var"))?;
     }
     Ok(())
+}
+
+/// Tells systemd which block device holds the physical root, now that `/` is an overlay: the
+/// symlink `/run/systemd/volatile-root` (what systemd-volatile-root writes for its overlay
+/// roots) lets systemd-gpt-auto-generator find the disk, and so mount the ESP next to it at
+/// `/efi` or `/boot`, where systemd-bless-boot and bootctl look for it. Best effort: without
+/// it only that automount is missing (cfsctl finds the ESP on its own).
+fn announce_root_device(sysroot: &OwnedFd) {
+    const LINK: &str = "/run/systemd/volatile-root";
+    let Ok(st) = rustix::fs::fstat(sysroot) else {
+        return;
+    };
+    let (major, minor) = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+    if major == 0 {
+        return; // not a block device (tmpfs, overlay): nothing to announce
+    }
+    let target = format!("/dev/block/{major}:{minor}");
+    let _ = std::fs::create_dir_all("/run/systemd");
+    if let Err(e) = std::os::unix::fs::symlink(&target, LINK)
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        eprintln!("cfs-setup-root: warning: {LINK} -> {target}: {e}");
+    }
 }
 
 fn attach(mount: &OwnedFd, at: &Path) -> Result<()> {

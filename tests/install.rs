@@ -98,30 +98,50 @@ fn install_to_root_and_esp() {
         )),
         "{entry}"
     );
-    assert!(entry.contains(&format!("\nversion {KVER}\n")), "{entry}");
+    // The first deployment: priority 1, the sort key that orders cfsctl's entries, no boot
+    // counter (nothing to fall back to).
+    assert!(entry.contains("\nsort-key cfsctl\nversion 1\n"), "{entry}");
+    assert!(entry.contains(&format!("kernel {KVER}")), "{entry}");
+    let linux = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("linux /"))
+        .expect("linux line");
+    let boot_dir = linux
+        .strip_suffix("/vmlinuz")
+        .expect("kernel named vmlinuz");
+    assert!(boot_dir.starts_with("cfsctl/"), "{entry}");
     assert!(
-        entry.contains(&format!("\nlinux /cfsctl/{short}/vmlinuz\n")),
+        entry.contains(&format!("\ninitrd /{boot_dir}/initramfs.img\n")),
         "{entry}"
     );
     assert_eq!(
-        fs::read(esp.join(format!("cfsctl/{short}/vmlinuz"))).unwrap(),
+        fs::read(esp.join(boot_dir).join("vmlinuz")).unwrap(),
         common::content(300_000, 1)
     );
     assert_eq!(
-        fs::read(esp.join(format!("cfsctl/{short}/initramfs.img"))).unwrap(),
+        fs::read(esp.join(boot_dir).join("initramfs.img")).unwrap(),
         common::content(200_000, 2)
     );
     assert_eq!(
         fs::read(esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap(),
         b"MZ fake systemd-boot"
     );
+    // No pinned default: it would defeat boot counting's fallback.
     let loader = fs::read_to_string(esp.join("loader/loader.conf")).unwrap();
-    assert!(loader.contains(&format!("default cfsctl-{short}.conf")));
+    assert!(!loader.contains("default"), "{loader}");
 
     // The target repository holds the image and is consistent.
     assert!(root.join("composefs/images").join(&hex).exists());
     assert!(root.join("composefs/refs/deploy").join(&hex).exists());
-    assert!(root.join(format!("state/deploy/{hex}/origin")).exists());
+    let record: serde_json::Value = serde_json::from_slice(
+        &fs::read(root.join(format!("state/deploy/{hex}/deployment.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["id"], hex.as_str());
+    assert_eq!(record["source"], "os/test");
+    assert_eq!(record["origin"], serde_json::Value::Null);
+    assert_eq!(record["kernelVersion"], KVER);
+    assert_eq!(record["kargs"], serde_json::json!(["root=/dev/vda2", "rw"]));
     let fsck = common::cfsctl()
         .args(["fsck", "--repo"])
         .arg(root.join("composefs"))
@@ -161,7 +181,7 @@ fn install_to_disk_makes_gpt_esp_and_ext4_root() {
         .arg(&hex)
         .arg("--to-disk")
         .arg(&disk)
-        .args(["--size", "256M", "--bootloader"])
+        .args(["--size", "1G", "--bootloader"])
         .arg(&fake_boot)
         .output()
         .unwrap();

@@ -57,11 +57,7 @@ fn run() -> Result<()> {
         );
         return Ok(());
     };
-    let config = match std::fs::read_to_string(&args.config) {
-        Ok(text) => Config::parse(&text).with_context(|| format!("in {}", args.config))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", args.config)),
-    };
+    let config = Config::load(std::path::Path::new(&args.config))?;
     let start = std::time::Instant::now();
     let out = setup_root::setup_root(&image, &config, &args.options)?;
     eprintln!(

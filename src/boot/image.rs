@@ -31,14 +31,20 @@ pub struct BootableImage {
     pub objects: Vec<Digest>,
 }
 
+/// Reads the tree of image `name` (hex digest or ref) of `repo`.
+pub fn read_tree(repo: &Repository, name: &str) -> Result<(Tree, Digest)> {
+    let (mut file, digest) = repo.open_image(name)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading image {digest}"))?;
+    let tree = read_image(&bytes).with_context(|| format!("parsing image {digest}"))?;
+    Ok((tree, digest))
+}
+
 impl BootableImage {
     /// Reads image `name` (hex digest or ref) of `repo`.
     pub fn load(repo: &Repository, name: &str) -> Result<BootableImage> {
-        let (mut file, digest) = repo.open_image(name)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .with_context(|| format!("reading image {digest}"))?;
-        let tree = read_image(&bytes).with_context(|| format!("parsing image {digest}"))?;
+        let (tree, digest) = read_tree(repo, name)?;
         let reader = Files { repo, tree: &tree };
 
         let modules = tree

@@ -1,12 +1,19 @@
-//! `install`: an image from a repository onto a root filesystem + ESP, or a raw disk image.
+//! `install`: an image (from a registry or layout, or already in a repository) onto a root
+//! filesystem + ESP, or a raw disk image: the host's first deployment.
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::boot::disk::install_to_disk;
-use crate::boot::{InstallOptions, Installed, install_to_root};
+use super::oci::{Bar, TransportArgs};
+use crate::deploy::disk::install_to_disk;
+use crate::deploy::install::{InstallOptions, Installed, install_to_root};
+use crate::deploy::upgrade::oci_info;
+use crate::oci::error::OciError;
+use crate::oci::pull::{self, PullOptions, PullProgress, Tagging};
+use crate::oci::record::{self, ImageRecord};
+use crate::oci::reference::ImageReference;
 use crate::repo::Repository;
 
 /// `cfsctl install`.
@@ -14,28 +21,36 @@ use crate::repo::Repository;
 pub struct Install {
     #[command(flatten)]
     repo: super::RepoArg,
-    /// The image: a hex digest or a ref (e.g. the ref `cfsctl oci pull` made).
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// The image: an image reference (docker://..., oci:DIR[:TAG]: pulled into --repo first),
+    /// a tag `cfsctl oci pull` made, or an image digest or ref in --repo.
     image: String,
-    /// Target root filesystem (gets composefs/ and state/).
+    /// The target's physical root filesystem (gets composefs/ and state/).
     #[arg(
         long,
+        alias = "root",
         value_name = "DIR",
         conflicts_with = "to_disk",
-        requires = "boot"
+        requires = "esp"
     )]
-    root: Option<PathBuf>,
-    /// The ESP for --root (gets EFI/, loader/, cfsctl/).
-    #[arg(long, value_name = "DIR", requires = "root")]
-    boot: Option<PathBuf>,
+    sysroot: Option<PathBuf>,
+    /// The target's ESP, for --sysroot (gets EFI/, loader/, cfsctl/).
+    #[arg(long, alias = "boot", value_name = "DIR", requires = "sysroot")]
+    esp: Option<PathBuf>,
     /// Write a raw GPT disk image (ESP + ext4 root with the verity feature) instead.
     #[arg(long, value_name = "FILE", requires = "size")]
     to_disk: Option<PathBuf>,
     /// Size of the disk image: bytes, or with a K/M/G suffix.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     size: Option<u64>,
-    /// Extra kernel argument (repeatable); --root installs need at least root=... here.
+    /// Extra kernel argument (repeatable); --sysroot installs need at least root=... here.
     #[arg(long = "karg", value_name = "ARG")]
     kargs: Vec<String>,
+    /// The reference `cfsctl upgrade` pulls on the installed host (default: the image
+    /// reference installed), e.g. the registry as the host will reach it.
+    #[arg(long, value_name = "REF")]
+    target_imgref: Option<String>,
     /// systemd-boot EFI binary, when the image does not ship one.
     #[arg(long, value_name = "FILE")]
     bootloader: Option<PathBuf>,
@@ -66,11 +81,26 @@ fn print(installed: &Installed) {
 
 impl Install {
     pub fn run(self) -> Result<()> {
+        if let Some(t) = &self.target_imgref {
+            super::oci::parse_ref(t).context("--target-imgref")?;
+        }
         let src = Repository::open(&self.repo.repo)?;
+        let (name, origin, oci_record) = self.resolve(&src)?;
+        let template = InstallOptions {
+            kargs: self.kargs.clone(),
+            bootloader: self.bootloader.clone(),
+            origin: self.target_imgref.clone().or(origin),
+            source: self.image.clone(),
+            oci: oci_record
+                .as_ref()
+                .map(|r| oci_info(&src, r))
+                .unwrap_or_default(),
+            oci_record,
+            ..InstallOptions::default()
+        };
         if let Some(disk) = &self.to_disk {
             let size = self.size.unwrap_or_default();
-            let made =
-                install_to_disk(&src, &self.image, disk, size, &self.kargs, self.bootloader)?;
+            let made = install_to_disk(&src, &name, disk, size, &template)?;
             print(&made.installed);
             println!(
                 "  disk:    {} (root=UUID={})",
@@ -82,16 +112,44 @@ impl Install {
             }
             return Ok(());
         }
-        let (Some(root), Some(boot)) = (self.root, self.boot) else {
-            bail!("give --root DIR --boot DIR, or --to-disk FILE --size SIZE");
+        let (Some(sysroot), Some(esp)) = (self.sysroot.clone(), self.esp.clone()) else {
+            bail!("give --sysroot DIR --esp DIR, or --to-disk FILE --size SIZE");
         };
         let opts = InstallOptions {
-            root,
-            boot,
-            kargs: self.kargs,
-            bootloader: self.bootloader,
+            sysroot,
+            esp,
+            ..template
         };
-        print(&install_to_root(&src, &self.image, &opts)?);
+        print(&install_to_root(&src, &name, &opts)?);
         Ok(())
+    }
+
+    /// The image to install (a name `BootableImage::load` takes), the origin it implies and
+    /// its OCI record: a reference is pulled first; a tag is looked up.
+    fn resolve(&self, src: &Repository) -> Result<(String, Option<String>, Option<ImageRecord>)> {
+        if let Ok(reference) = self.image.parse::<ImageReference>() {
+            let bar = Bar::new();
+            let opts = PullOptions {
+                tagging: Tagging::Reference,
+                require_sealed: false,
+                source: self.transport.options(),
+                progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+            };
+            let pulled = pull::pull(src, &reference, &opts)
+                .with_context(|| format!("pulling {reference}"))?;
+            drop(bar);
+            return Ok((
+                pulled.image_digest.to_hex(),
+                Some(reference.to_string()),
+                Some(pulled.record),
+            ));
+        }
+        match record::load(src, &self.image) {
+            Ok(r) => Ok((r.image.clone(), Some(r.reference.clone()), Some(r))),
+            Err(e) if matches!(crate::oci::error::find(&e), Some(OciError::UnknownTag(_))) => {
+                Ok((self.image.clone(), None, None))
+            }
+            Err(e) => Err(e),
+        }
     }
 }

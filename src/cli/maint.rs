@@ -1,9 +1,45 @@
-//! `gc`, `fsck`: repository maintenance.
+//! `gc`, `fsck`: repository maintenance, and on a host (booted from composefs with the
+//! default repository, or `--sysroot`) the deployments' too.
+
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::deploy::{Host, HostOptions, maint};
 use crate::repo::{FsckOptions, GcError, GcOptions, GcReport, Repository};
+
+/// Which host, if any: `--sysroot`/`--esp`, or the booted one when `--repo` is the default.
+#[derive(Debug, Args)]
+pub struct MaybeHost {
+    /// Also the deployments of the mounted target whose physical root is DIR (its repository
+    /// is used).
+    #[arg(long, value_name = "DIR", requires = "esp")]
+    sysroot: Option<PathBuf>,
+    /// The target's ESP.
+    #[arg(long, value_name = "DIR")]
+    esp: Option<PathBuf>,
+}
+
+impl MaybeHost {
+    fn open(&self, repo: &super::RepoArg) -> Result<Option<Host>> {
+        let booted = std::fs::read_to_string("/proc/cmdline")
+            .ok()
+            .and_then(|l| crate::boot::cmdline::parse(&l).ok().flatten())
+            .is_some();
+        if self.sysroot.is_none()
+            && !(booted && repo.repo == std::path::Path::new(super::DEFAULT_REPO))
+        {
+            return Ok(None);
+        }
+        Host::open(&HostOptions {
+            sysroot: self.sysroot.clone(),
+            esp: self.esp.clone(),
+            ..HostOptions::default()
+        })
+        .map(Some)
+    }
+}
 
 /// `cfsctl gc`.
 #[derive(Debug, Args)]
@@ -19,11 +55,24 @@ pub struct Gc {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    host: MaybeHost,
 }
 
 impl Gc {
     pub fn run(self) -> Result<()> {
-        let repo = Repository::open(&self.repo.repo)?;
+        let mut host = self.host.open(&self.repo)?;
+        let repo_path = host
+            .as_ref()
+            .map_or(self.repo.repo.clone(), |h| h.paths.repo.clone());
+        let repo = Repository::open(&repo_path)?;
+        let host_report = match &mut host {
+            Some(h) if !self.dry_run => {
+                h.lock()?;
+                Some(maint::gc(h, &repo)?)
+            }
+            _ => None,
+        };
         let mut opts = GcOptions {
             dry_run: self.dry_run,
             wait: false,
@@ -47,8 +96,19 @@ impl Gc {
             );
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let v = serde_json::json!({"repository": report, "host": host_report});
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
+            if let Some(h) = &host_report {
+                println!(
+                    "host: removed {} orphaned deployments, {} stale staged entries, {} boot \
+                     file directories, {} temporary files",
+                    h.orphans_removed.len(),
+                    h.stale_staged_entries,
+                    h.boot_files_removed,
+                    h.temporary_files
+                );
+            }
             print_gc(&report);
         }
         Ok(())
@@ -84,18 +144,36 @@ pub struct Fsck {
     /// Do not read objects; check links, refs, images and object lists only.
     #[arg(long)]
     metadata_only: bool,
+    #[command(flatten)]
+    host: MaybeHost,
 }
 
 impl Fsck {
     pub fn run(self) -> Result<()> {
-        let repo = Repository::open(&self.repo.repo)?;
+        let host = self.host.open(&self.repo)?;
+        let repo_path = host
+            .as_ref()
+            .map_or(self.repo.repo.clone(), |h| h.paths.repo.clone());
+        let repo = Repository::open(&repo_path)?;
+        let host_problems = match &host {
+            Some(h) => maint::fsck(h, &repo)?,
+            None => Vec::new(),
+        };
         let report = repo.fsck(FsckOptions {
             threads: self.threads,
             metadata_only: self.metadata_only,
         })?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let v = serde_json::json!({"repository": report, "host": host_problems});
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
+            for p in &host_problems {
+                println!(
+                    "deployment {}: {}",
+                    p.deployment.as_deref().unwrap_or("-"),
+                    p.detail
+                );
+            }
             for p in &report.problems {
                 println!(
                     "{}: {}: {}",
@@ -113,11 +191,11 @@ impl Fsck {
                 report.problems.len()
             );
         }
-        if !report.is_clean() {
+        if !report.is_clean() || !host_problems.is_empty() {
             bail!(
                 "{}: {} problems found",
                 repo.path().display(),
-                report.problems.len()
+                report.problems.len() + host_problems.len()
             );
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Command-line interface: parses arguments, calls the library, prints results. No logic of
 //! its own beyond choosing defaults.
 
+mod deploy;
 mod image;
 mod install;
 mod maint;
@@ -54,25 +55,53 @@ enum Command {
     Oci(oci::Oci),
     /// Install a bootable image onto a root filesystem and ESP, or as a raw disk image.
     Install(install::Install),
+    /// Pull the booted deployment's image again and stage it if it changed (exit 77: none).
+    Upgrade(deploy::Upgrade),
+    /// Stage the image of another reference, and follow it from now on (exit 77: no change).
+    Switch(deploy::Switch),
+    /// Make the previous deployment the next boot (again: undo).
+    Rollback(deploy::Rollback),
+    /// Show the deployments, which boots next, boot counting and host facts.
+    Status(deploy::StatusCmd),
+    /// Keep a deployment whatever the `keep` setting says.
+    Pin(deploy::Pin),
+    /// Let pruning remove a pinned deployment again.
+    Unpin(deploy::Pin),
+    /// Apply the staged deployment: /etc merge and boot order (run at shutdown).
+    Finalize(deploy::Finalize),
+    /// /etc of the host against its image.
+    Etc(deploy::Etc),
+    /// Check that the booted system is the verified image (run before boot-complete.target).
+    HealthCheck(deploy::HealthCheck),
 }
 
 /// Entry point of the `cfsctl` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::CreateImage(c) => c.run(),
-        Command::ComputeId(c) => c.run(),
-        Command::Dump(c) => c.run(),
-        Command::Init(c) => c.run(),
-        Command::Mount(c) => c.run(),
-        Command::Gc(c) => c.run(),
-        Command::Fsck(c) => c.run(),
-        Command::Oci(c) => c.run(),
-        Command::Install(c) => c.run(),
+        Command::CreateImage(c) => done(c.run()),
+        Command::ComputeId(c) => done(c.run()),
+        Command::Dump(c) => done(c.run()),
+        Command::Init(c) => done(c.run()),
+        Command::Mount(c) => done(c.run()),
+        Command::Gc(c) => done(c.run()),
+        Command::Fsck(c) => done(c.run()),
+        Command::Oci(c) => done(c.run()),
+        Command::Install(c) => done(c.run()),
+        Command::Upgrade(c) => c.run(),
+        Command::Switch(c) => c.run(),
+        Command::Rollback(c) => c.run(),
+        Command::Status(c) => c.run(),
+        Command::Pin(c) => c.run(true),
+        Command::Unpin(c) => c.run(false),
+        Command::Finalize(c) => c.run(),
+        Command::Etc(c) => c.run(),
+        Command::HealthCheck(c) => c.run(),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cfsctl: error: {e:#}");
             ExitCode::FAILURE

@@ -57,14 +57,14 @@ impl Oci {
 
 /// Source options shared by the commands that read images.
 #[derive(Debug, Args)]
-struct TransportArgs {
+pub(crate) struct TransportArgs {
     /// Verify registry TLS certificates (`--tls-verify=false` for a local registry).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
 }
 
 impl TransportArgs {
-    fn options(&self) -> SourceOptions {
+    pub(crate) fn options(&self) -> SourceOptions {
         SourceOptions {
             tls_verify: self.tls_verify,
         }
@@ -72,10 +72,10 @@ impl TransportArgs {
 }
 
 /// A progress bar on stderr (only when it is a terminal).
-struct Bar(ProgressBar);
+pub(crate) struct Bar(ProgressBar);
 
 impl Bar {
-    fn new() -> Option<Bar> {
+    pub(crate) fn new() -> Option<Bar> {
         if !std::io::stderr().is_terminal() {
             return None;
         }
@@ -110,7 +110,7 @@ impl Drop for Bar {
     }
 }
 
-fn parse_ref(s: &str) -> Result<ImageReference> {
+pub(crate) fn parse_ref(s: &str) -> Result<ImageReference> {
     s.parse::<ImageReference>()
         .map_err(anyhow::Error::from)
         .with_context(|| format!("image reference '{s}'"))

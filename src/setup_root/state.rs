@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::config::{Config, EtcMount};
+use super::config::{EtcMount, SetupConf as Config};
 use super::open_dir;
+use crate::deploy::layout::{ETC_UPPER, ETC_WORK, VAR_DIR, deploy_rel};
 use crate::fsverity::ioctl::{EnableError, enable_verity};
 use crate::fsverity::{Algorithm, Digest};
 
@@ -52,20 +53,21 @@ pub fn prepare_deploy(
     let etc = match config.etc {
         EtcMount::None => None,
         EtcMount::Overlay => {
-            let base = format!("deploy/{}/etc", digest.to_hex());
+            let base = deploy_rel(digest);
+            let (upper, work) = (format!("{base}/{ETC_UPPER}"), format!("{base}/{ETC_WORK}"));
             let ctx = || format!("in {}", state_path.display());
             // upper is the root of the merged /etc: 0755, not the umask default (composefs-rs#287).
-            mkdir_p(state, &format!("{base}/upper"), 0o755).with_context(ctx)?;
-            mkdir_p(state, &format!("{base}/work"), 0o700).with_context(ctx)?;
+            mkdir_p(state, &upper, 0o755).with_context(ctx)?;
+            mkdir_p(state, &work, 0o700).with_context(ctx)?;
             Some(EtcLayers {
-                upper: open_dir(state, format!("{base}/upper"))?,
-                work: open_dir(state, format!("{base}/work"))?,
+                upper: open_dir(state, upper)?,
+                work: open_dir(state, work)?,
             })
         }
     };
     Ok(Deploy {
         etc,
-        var_seeded: !exists(state, "var"),
+        var_seeded: !exists(state, VAR_DIR),
     })
 }
 
@@ -122,11 +124,12 @@ fn raw(fd: &OwnedFd) -> i32 {
 /// Creates `state/var` as a copy of the image's `/var` (at `image_var`) when it does not exist
 /// yet: copied into `var.tmp` and renamed, so an interrupted first boot starts over.
 pub fn seed_var_if_missing(state: &OwnedFd, image_var: &Path) -> Result<()> {
-    if exists(state, "var") {
+    if exists(state, VAR_DIR) {
         return Ok(());
     }
     let state_dir = format!("/proc/self/fd/{}", raw(state));
-    let tmp = Path::new(&state_dir).join("var.tmp");
+    let tmp_name = format!("{VAR_DIR}.tmp");
+    let tmp = Path::new(&state_dir).join(&tmp_name);
     if tmp.exists() {
         fs::remove_dir_all(&tmp).context("removing a stale state/var.tmp")?;
     }
@@ -135,7 +138,7 @@ pub fn seed_var_if_missing(state: &OwnedFd, image_var: &Path) -> Result<()> {
         copy_tree(image_var, &tmp)
             .with_context(|| format!("seeding state/var from {}", image_var.display()))?;
     }
-    rustix::fs::renameat(state, "var.tmp", state, "var").context("renaming state/var.tmp")?;
+    rustix::fs::renameat(state, &tmp_name, state, VAR_DIR).context("renaming state/var.tmp")?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! The configuration file of `cfs-setup-root`, read from the initramfs.
+//! The configuration file of `cfs-setup-root`, read from the initramfs (and by cfsctl on the
+//! booted host, from the image, so both agree on where the repository and state are).
 //!
 //! Format: one `key = value` per line, `#` starts a comment, blank lines ignored; unknown keys
 //! are an error (a typo must not silently change how a machine boots). Paths are relative to the
@@ -36,7 +37,7 @@ pub enum VarMount {
 
 /// Settings of `cfs-setup-root`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct SetupConf {
     /// Repository, relative to the physical root.
     pub repo: PathBuf,
     /// State directory, relative to the physical root.
@@ -47,9 +48,9 @@ pub struct Config {
     pub var: VarMount,
 }
 
-impl Default for Config {
+impl Default for SetupConf {
     fn default() -> Self {
-        Config {
+        SetupConf {
             repo: "composefs".into(),
             state: "state".into(),
             etc: EtcMount::Overlay,
@@ -68,10 +69,20 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-impl Config {
+impl SetupConf {
+    /// Reads `path`; a missing file means defaults.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<SetupConf> {
+        use anyhow::Context;
+        match std::fs::read_to_string(path) {
+            Ok(text) => SetupConf::parse(&text).with_context(|| format!("in {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SetupConf::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     /// Parses the text of a configuration file.
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
+    pub fn parse(text: &str) -> Result<SetupConf, ConfigError> {
+        let mut config = SetupConf::default();
         for (i, raw) in text.lines().enumerate() {
             let err = |reason: String| ConfigError {
                 line: i + 1,
@@ -126,8 +137,9 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        let c = Config::parse("# c\nrepo = /cfs/repo  # abs ok\n\netc=none\nvar = none\n").unwrap();
+        assert_eq!(SetupConf::parse("").unwrap(), SetupConf::default());
+        let c =
+            SetupConf::parse("# c\nrepo = /cfs/repo  # abs ok\n\netc=none\nvar = none\n").unwrap();
         assert_eq!(c.repo, PathBuf::from("cfs/repo"));
         assert_eq!(c.etc, EtcMount::None);
         assert_eq!(c.var, VarMount::None);
@@ -136,10 +148,10 @@ mod tests {
 
     #[test]
     fn refuses_unknown_and_bad() {
-        assert_eq!(Config::parse("x\n").unwrap_err().line, 1);
-        assert_eq!(Config::parse("\nrepos = a\n").unwrap_err().line, 2);
-        assert!(Config::parse("etc = bind").is_err());
-        assert!(Config::parse("state = ../x").is_err());
-        assert!(Config::parse("repo =").is_err());
+        assert_eq!(SetupConf::parse("x\n").unwrap_err().line, 1);
+        assert_eq!(SetupConf::parse("\nrepos = a\n").unwrap_err().line, 2);
+        assert!(SetupConf::parse("etc = bind").is_err());
+        assert!(SetupConf::parse("state = ../x").is_err());
+        assert!(SetupConf::parse("repo =").is_err());
     }
 }

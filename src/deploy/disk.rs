@@ -6,7 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +15,8 @@ use super::install::{InstallOptions, Installed, install_to_root};
 use crate::repo::Repository;
 
 const MIB: u64 = 1024 * 1024;
+/// The smallest ESP made (systemd's advice for an ESP holding kernels is 512 MiB or more).
+const ESP_MIN: u64 = 512 * MIB;
 /// First partition at 1 MiB (alignment; the primary GPT needs 34 sectors).
 const FIRST: u64 = MIB;
 /// Space kept free at the end for the backup GPT (33 sectors), rounded to 1 MiB.
@@ -35,14 +37,15 @@ pub struct DiskImage {
     pub partitions: [(u64, u64); 2],
 }
 
-/// Writes a bootable disk image of `size` bytes to `path` holding image `name` of `src`.
+/// Writes a bootable disk image of `size` bytes to `path` holding image `name` of `src`;
+/// `template` gives the kernel arguments (after `root=UUID=... rw console=ttyS0`), origin and
+/// bootloader (its `sysroot` and `esp` are ignored: the disk's are used).
 pub fn install_to_disk(
     src: &Repository,
     name: &str,
     path: &Path,
     size: u64,
-    extra_kargs: &[String],
-    bootloader: Option<PathBuf>,
+    template: &InstallOptions,
 ) -> Result<DiskImage> {
     let parent = path
         .parent()
@@ -61,21 +64,23 @@ pub fn install_to_disk(
         "rw".to_string(),
         "console=ttyS0".into(),
     ];
-    kargs.extend(extra_kargs.iter().cloned());
+    kargs.extend(template.kargs.iter().cloned());
     let opts = InstallOptions {
-        root: staging.path().join("root"),
-        boot: staging.path().join("esp"),
+        sysroot: staging.path().join("root"),
+        esp: staging.path().join("esp"),
         kargs,
-        bootloader,
+        ..template.clone()
     };
     let mut installed = install_to_root(src, name, &opts)?;
     // The staging ESP goes away: name the entry by its place on the ESP partition.
-    if let Ok(rel) = installed.entry.strip_prefix(&opts.boot) {
+    if let Ok(rel) = installed.entry.strip_prefix(&opts.esp) {
         installed.entry = Path::new("ESP:/").join(rel);
     }
 
-    let esp_bytes = tree_size(&opts.boot)?;
-    let esp_size = (esp_bytes * 5 / 4 / MIB + 16).max(64) * MIB;
+    let esp_bytes = tree_size(&opts.esp)?;
+    // Room for the boot files of several deployments (booted, rollback, staged, and one
+    // being written), as upgrades bring new kernels.
+    let esp_size = (esp_bytes * 4 / MIB + 32).max(ESP_MIN / MIB) * MIB;
     if size < FIRST + esp_size + 64 * MIB + TAIL {
         bail!(
             "--size {size} is too small: the ESP alone needs {} MiB",
@@ -83,7 +88,7 @@ pub fn install_to_disk(
         );
     }
     let root_size = (size - FIRST - esp_size - TAIL) / MIB * MIB;
-    let needed = tree_size(&opts.root)?;
+    let needed = tree_size(&opts.sysroot)?;
     if root_size < needed * 5 / 4 + 32 * MIB {
         bail!(
             "--size {size} is too small: the root filesystem needs about {} MiB",
@@ -96,14 +101,14 @@ pub fn install_to_disk(
         .args(["-n", "ESP", "-C"])
         .arg(&esp_img)
         .arg((esp_size / 1024).to_string()))?;
-    fill_fat(&esp_img, &opts.boot)?;
+    fill_fat(&esp_img, &opts.esp)?;
 
     let root_img = staging.path().join("root.img");
     run(Command::new("mkfs.ext4")
         .args([
             "-q", "-F", "-O", "verity", "-b", "4096", "-L", "cfsroot", "-U", &root_uuid, "-d",
         ])
-        .arg(&opts.root)
+        .arg(&opts.sysroot)
         .arg(&root_img)
         .arg(format!("{}k", root_size / 1024)))?;
 
