@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod ociimage;
+pub mod osimage;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
