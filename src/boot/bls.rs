@@ -154,6 +154,17 @@ pub enum BootState {
     Bad,
 }
 
+impl BootState {
+    /// `good`, `indeterminate` or `bad` (as in `status --json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootState::Good => "good",
+            BootState::Indeterminate => "indeterminate",
+            BootState::Bad => "bad",
+        }
+    }
+}
+
 /// systemd-boot's order of two entries (`boot_entry_compare` in systemd's `src/boot/boot.c`,
 /// v251 and later): entries without tries left last; entries with a sort key before those
 /// without; then by sort key, machine id, version (newest first); then by id (newest first);

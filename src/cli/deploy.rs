@@ -164,7 +164,7 @@ impl Upgrade {
             } => {
                 if !self.json {
                     println!(
-                        "downloaded {id} ({layers_fetched} layers, {bytes_fetched} bytes); \
+                        "downloaded {id} ({layers_fetched} layer(s), {bytes_fetched} bytes); \
                          `cfsctl upgrade` stages it"
                     );
                 }
@@ -178,7 +178,7 @@ impl Upgrade {
             } => {
                 if !self.json {
                     println!(
-                        "staged {id} ({layers_fetched} layers, {bytes_fetched} bytes fetched); \
+                        "staged {id} ({layers_fetched} layer(s), {bytes_fetched} bytes fetched); \
                          it becomes the next boot when the host shuts down"
                     );
                 }
@@ -377,11 +377,11 @@ fn print_deployment(d: &DeploymentStatus) {
         _ => String::new(),
     };
     println!(
-        "{} {} [{}] {:?}{counter}",
+        "{} {} [{}] {}{counter}",
         if d.booted { "*" } else { " " },
         d.id,
         flags.join(", "),
-        d.boot_state
+        d.boot_state.as_str()
     );
     println!(
         "    image {}  version {}  kernel {}  staged {}",
