@@ -96,8 +96,10 @@ impl Gc {
             );
         }
         if self.json {
-            let v = serde_json::json!({"repository": report, "host": host_report});
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&with_host(&report, &host_report)?)?
+            );
         } else {
             if let Some(h) = &host_report {
                 println!(
@@ -113,6 +115,19 @@ impl Gc {
         }
         Ok(())
     }
+}
+
+/// The repository's report as JSON, with a `host` key holding the host's part when there is
+/// one (the document keeps its shape for plain repositories).
+fn with_host(
+    report: &impl serde::Serialize,
+    host: &Option<impl serde::Serialize>,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
+    if let (Some(h), Some(obj)) = (host, v.as_object_mut()) {
+        obj.insert("host".into(), serde_json::to_value(h)?);
+    }
+    Ok(v)
 }
 
 fn print_gc(r: &GcReport) {
@@ -164,8 +179,11 @@ impl Fsck {
             metadata_only: self.metadata_only,
         })?;
         if self.json {
-            let v = serde_json::json!({"repository": report, "host": host_problems});
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let host = host.as_ref().map(|_| &host_problems);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&with_host(&report, &host)?)?
+            );
         } else {
             for p in &host_problems {
                 println!(
