@@ -51,6 +51,11 @@ pub fn write_file(
         f.write_all(data)?;
         f.sync_all()?;
         rustix::fs::renameat_with(dir, &tmp, dir, name, flags)?;
+        // vfat: the rename writes the new directory entry with no size and no first cluster;
+        // only writing the inode back fills them in (vfat_sync_ipos without dirsync). Until
+        // then a power cut leaves an empty file under the new name, so the inode is written
+        // now, while the directory is synced below. Nothing to do on journalled filesystems.
+        f.sync_all()?;
         rustix::fs::fsync(dir)?;
         Ok(())
     })();
@@ -60,10 +65,19 @@ pub fn write_file(
     result
 }
 
-/// Renames `from` to `to` inside `dir` and fsyncs the directory.
+/// Renames file `from` to `to` inside `dir`, then fsyncs the file (on vfat that is what
+/// writes its size and first cluster into the new directory entry, see [`write_file`]) and
+/// the directory.
 pub fn rename(dir: impl AsFd, from: &str, to: &str) -> io::Result<()> {
     let dir = dir.as_fd();
+    let file = rustix::fs::openat(
+        dir,
+        from,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
     rustix::fs::renameat(dir, from, dir, to)?;
+    rustix::fs::fsync(&file)?;
     rustix::fs::fsync(dir)?;
     Ok(())
 }

@@ -511,3 +511,54 @@ fn upgrade_through_a_registry_fetches_only_the_changed_layer() {
         "served {served}, layer {layer}"
     );
 }
+
+#[test]
+fn finalize_recovers_entries_a_power_cut_left_empty() {
+    // On FAT, a rename writes the new directory entry before the file's size: a cut in
+    // between leaves an empty file under the new name. Both the staged entry and the
+    // committed one can be hit; finalize rewrites them from the record.
+    let (t, v1) = installed();
+    osimage::publish(
+        &t.layout,
+        "stable",
+        &[osimage::base_layer(1), osimage::v2_layer()],
+        "2",
+    );
+    let v2 = json(&common::run_ok(&mut t.cmd(&["upgrade", "--json"])))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let entries = t.esp.join("loader/entries");
+    let staged = entries.join(format!("cfsctl-{}.staged", &v2[..12]));
+    fs::write(&staged, b"").unwrap();
+    common::run_ok(&mut t.cmd(&["finalize"]));
+    let committed = entries.join(format!("cfsctl-{}+3.conf", &v2[..12]));
+    let text = fs::read_to_string(&committed).unwrap();
+    assert!(text.contains(&format!("options composefs={v2} ")), "{text}");
+    assert_eq!(deployment(&t.status(), &v2)["default"], true);
+
+    // The commit itself cut: the staged entry renamed, the entry empty, the marker left.
+    common::run_ok(&mut t.cmd(&["rollback"]));
+    assert_eq!(deployment(&t.status(), &v1)["default"], true);
+    let marker = format!(
+        "{{\"version\":1,\"id\":\"{v2}\",\"mergeFrom\":\"{v1}\",\"etcConflict\":\"refuse\",\"bootTries\":3}}"
+    );
+    fs::write(t.sysroot.join("state/staged.json"), marker).unwrap();
+    fs::write(&committed, b"").unwrap();
+    let s = t.status();
+    assert!(
+        s["host"]["warnings"]
+            .to_string()
+            .contains("is not a boot entry"),
+        "{s:#}"
+    );
+    common::run_ok(&mut t.cmd(&["finalize"]));
+    let text = fs::read_to_string(&committed).unwrap();
+    assert!(text.contains(&format!("options composefs={v2} ")), "{text}");
+    let s = assert_consistent(&t, "after recovery");
+    assert_eq!(deployment(&s, &v2)["default"], true);
+    assert!(
+        s["host"]["warnings"].as_array().unwrap().is_empty(),
+        "{s:#}"
+    );
+}

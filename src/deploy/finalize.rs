@@ -76,14 +76,10 @@ fn finalize_staged(
     let staged_name = layout::staged_entry_name(id);
     let entries_path = host.esp().join(ENTRIES_DIR);
     let existing = state.get(id).and_then(|d| d.entry.clone());
-    if !state.staged_entries.contains(&staged_name) {
+    if !state.staged_entries.contains(&staged_name)
+        && let Some(entry) = existing.clone()
+    {
         // Interrupted after the commit point: the entry is in place, only the marker is left.
-        let entry = existing.with_context(|| {
-            format!(
-                "staged deployment {id} has neither a staged entry nor an entry in {}",
-                entries_path.display()
-            )
-        })?;
         host.remove_staged_marker()?;
         return Ok(Finalized {
             id: *id,
@@ -103,7 +99,7 @@ fn finalize_staged(
         _ => (0, 0),
     };
 
-    super::stage::raise_staged_priority(host, state, id)?;
+    super::stage::ensure_staged_entry(host, state, id)?;
     let name = EntryName {
         id: layout::entry_id(id),
         tries_left: Some(tries),
@@ -111,6 +107,15 @@ fn finalize_staged(
     }
     .file_name();
     let entries = open_dir(&entries_path)?;
+    // Empty entry files of this deployment (a cut during an earlier rename on FAT) go first.
+    for broken in state
+        .broken_entries
+        .iter()
+        .filter(|b| b.starts_with(&layout::entry_id(id)))
+    {
+        crate::atomic::remove_file(&entries, broken)
+            .with_context(|| format!("removing the unreadable entry {broken}"))?;
+    }
     crate::atomic::rename(&entries, &staged_name, &name).with_context(|| {
         format!(
             "renaming {staged_name} to {name} in {}",

@@ -119,6 +119,9 @@ pub struct HostState {
     pub failure: Option<Failure>,
     /// Staged entry files (`cfsctl-<short>.staged`) found.
     pub staged_entries: Vec<String>,
+    /// `cfsctl-*.conf` files that are not boot entries (empty after a power cut on FAT):
+    /// systemd-boot skips them; finalize and gc remove them.
+    pub broken_entries: Vec<String>,
 }
 
 impl HostState {
@@ -355,6 +358,7 @@ impl Host {
         let entries_path = self.paths.esp.join(ENTRIES_DIR);
         let mut boot_order = Vec::new();
         let mut staged_entries = Vec::new();
+        let mut broken_entries = Vec::new();
         match std::fs::read_dir(&entries_path) {
             Ok(rd) => {
                 for e in rd {
@@ -366,6 +370,8 @@ impl Host {
                         staged_entries.push(name);
                     } else if let Some(entry) = read_entry(&entries_path, &name)? {
                         boot_order.push(entry);
+                    } else if name.starts_with(ENTRY_PREFIX) && name.ends_with(".conf") {
+                        broken_entries.push(name);
                     }
                 }
             }
@@ -422,6 +428,7 @@ impl Host {
             staged,
             failure,
             staged_entries,
+            broken_entries,
         })
     }
 

@@ -16,7 +16,8 @@ pub struct HostGc {
     /// Orphaned deployments (a record or state without an entry, not staged, not
     /// download-only).
     pub orphans_removed: Vec<String>,
-    /// Staged entries no `staged.json` names.
+    /// Staged entries no `staged.json` names, and `cfsctl-*.conf` files that are not
+    /// entries.
     pub stale_staged_entries: usize,
     /// `cfsctl/<boot-id>` directories no entry names.
     pub boot_files_removed: usize,
@@ -49,6 +50,10 @@ pub fn gc(host: &Host, repo: &Repository) -> Result<HostGc> {
             crate::atomic::remove_file(&entries, name)?;
             report.stale_staged_entries += 1;
         }
+    }
+    for name in &state.broken_entries {
+        crate::atomic::remove_file(&entries, name)?;
+        report.stale_staged_entries += 1;
     }
     for dir in [host.esp().join(ENTRIES_DIR), host.paths.state.clone()] {
         for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {

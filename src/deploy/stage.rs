@@ -331,26 +331,39 @@ pub fn check_karg(k: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure the staged entry sorts first when renamed in: rewrites it with a priority above
-/// every entry's when another command (rollback) raised them since staging.
-pub fn raise_staged_priority(host: &Host, state: &HostState, id: &Digest) -> Result<()> {
+/// Makes sure the staged entry of `id` is a complete entry that sorts first when renamed in:
+/// rewritten from the record when it is missing or unreadable (a power cut on FAT can leave
+/// it empty), or when another command (rollback) raised priorities since staging.
+pub fn ensure_staged_entry(host: &Host, state: &HostState, id: &Digest) -> Result<()> {
     let entries = host.entries_dir()?;
     let name = layout::staged_entry_name(id);
     let path = host.esp().join(ENTRIES_DIR).join(&name);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the staged entry {}", path.display()))?;
-    let mut entry =
-        BootEntry::parse(&text).with_context(|| format!("{}: not a boot entry", path.display()))?;
-    let current: u64 = entry
-        .version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let max = state.max_priority();
-    if current > max {
-        return Ok(());
-    }
-    entry.version = Some((max + 1).to_string());
+    let current = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| BootEntry::parse(&t));
+    let entry = match current {
+        Some(e) if e.version.as_deref().and_then(|v| v.parse::<u64>().ok()) > Some(max) => {
+            return Ok(());
+        }
+        Some(mut e) => {
+            e.version = Some((max + 1).to_string());
+            e
+        }
+        None => {
+            let rec = host.record(id)?.with_context(|| {
+                format!(
+                    "{}: unreadable, and deployment {id} has no record to rewrite it from",
+                    path.display()
+                )
+            })?;
+            tracing::warn!(
+                "{}: missing or unreadable; rewritten from the record",
+                path.display()
+            );
+            entry_for(&rec, max + 1)?
+        }
+    };
     crate::atomic::write_file(
         entries.as_fd(),
         &name,
@@ -358,5 +371,5 @@ pub fn raise_staged_priority(host: &Host, state: &HostState, id: &Digest) -> Res
         0o644,
         RenameFlags::empty(),
     )
-    .with_context(|| format!("rewriting {}", path.display()))
+    .with_context(|| format!("writing {}", path.display()))
 }

@@ -195,6 +195,12 @@ fn facts(
             host.esp().join(LOADER_CONF).display()
         ));
     }
+    for b in &state.broken_entries {
+        warnings.push(format!(
+            "entry {b} is not a boot entry (empty after a power cut?): systemd-boot skips it; \
+             `cfsctl gc` removes it"
+        ));
+    }
     if let Some(first) = state.boot_order.first()
         && !first.ours
     {
