@@ -80,37 +80,67 @@ fn exists(at: &OwnedFd, name: &str) -> bool {
 /// measured afterwards and every object is checked against the image by overlayfs.
 pub fn enable_verity_all(repo: &OwnedFd, algorithm: Algorithm) -> Result<usize> {
     let objects = open_dir(repo, "objects")?;
-    let mut enabled = 0;
+    // The fan-out directories are shared out between threads: the kernel builds each Merkle
+    // tree in the calling thread, so this uses every CPU (the first boot of a VM is mostly this).
+    let mut fans = Vec::new();
     for fan in fs::read_dir(format!("/proc/self/fd/{}", raw(&objects)))? {
-        let fan = fan?;
-        let name = fan.file_name();
-        let Some(fan_name) = name.to_str().filter(|n| n.len() == 2) else {
+        let name = fan?.file_name();
+        if let Some(n) = name.to_str().filter(|n| n.len() == 2) {
+            fans.push(n.to_string());
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<usize> {
+                    let mut enabled = 0;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(fan_name) = fans.get(i) else {
+                            return Ok(enabled);
+                        };
+                        enabled += enable_verity_fan(&objects, fan_name, algorithm)?;
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for w in workers {
+            total += w.join().expect("verity worker panicked")?;
+        }
+        Ok(total)
+    })
+}
+
+fn enable_verity_fan(objects: &OwnedFd, fan_name: &str, algorithm: Algorithm) -> Result<usize> {
+    let mut enabled = 0;
+    let dir = open_dir(objects, fan_name)?;
+    for entry in fs::read_dir(format!("/proc/self/fd/{}", raw(&dir)))? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
             continue;
-        };
-        let dir = open_dir(&objects, fan_name)?;
-        for entry in fs::read_dir(format!("/proc/self/fd/{}", raw(&dir)))? {
-            let entry = entry?;
-            if !entry.file_type()?.is_file() {
-                continue;
-            }
-            let fd = rustix::fs::openat(
-                &dir,
-                entry.file_name().as_os_str(),
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )
-            .with_context(|| format!("opening object {fan_name}/{:?}", entry.file_name()))?;
-            match enable_verity(&fd, algorithm) {
-                Ok(()) => enabled += 1,
-                Err(EnableError::AlreadyEnabled) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "enabling fs-verity on object {fan_name}/{:?}",
-                            entry.file_name()
-                        )
-                    });
-                }
+        }
+        let fd = rustix::fs::openat(
+            &dir,
+            entry.file_name().as_os_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening object {fan_name}/{:?}", entry.file_name()))?;
+        match enable_verity(&fd, algorithm) {
+            Ok(()) => enabled += 1,
+            Err(EnableError::AlreadyEnabled) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "enabling fs-verity on object {fan_name}/{:?}",
+                        entry.file_name()
+                    )
+                });
             }
         }
     }
