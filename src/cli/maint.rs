@@ -169,7 +169,8 @@ impl Fsck {
         let repo_path = host
             .as_ref()
             .map_or(self.repo.repo.clone(), |h| h.paths.repo.clone());
-        let repo = Repository::open(&repo_path)?;
+        // fsck opens a repository others can write, to report it (insecure-permissions).
+        let repo = Repository::open_for_fsck(&repo_path)?;
         let host_problems = match &host {
             Some(h) => maint::fsck(h, &repo)?,
             None => Vec::new(),

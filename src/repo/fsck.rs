@@ -49,6 +49,8 @@ pub enum FsckKind {
     BadMeta,
     /// A file where only objects, links or directories belong.
     UnexpectedFile,
+    /// A top directory of the repository others can write, or owned by another user.
+    InsecurePermissions,
     /// An I/O error other than corruption while checking this path.
     IoError,
 }
@@ -67,6 +69,7 @@ impl FsckKind {
             FsckKind::BadImageLink => "bad-image-link",
             FsckKind::BadMeta => "bad-meta",
             FsckKind::UnexpectedFile => "unexpected-file",
+            FsckKind::InsecurePermissions => "insecure-permissions",
             FsckKind::IoError => "io-error",
         }
     }
@@ -126,6 +129,17 @@ impl Repository {
     pub fn fsck(&self, opts: FsckOptions) -> Result<FsckReport> {
         let mut report = FsckReport::default();
         self.check_meta(&mut report);
+        for (rel, detail) in self.untrusted_dirs() {
+            report.problems.push(FsckProblem {
+                kind: FsckKind::InsecurePermissions,
+                path: if rel.is_empty() {
+                    ".".to_string()
+                } else {
+                    rel.to_string()
+                },
+                detail,
+            });
+        }
         if !opts.metadata_only {
             self.check_objects(opts.threads, &mut report)?;
         }

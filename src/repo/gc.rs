@@ -211,12 +211,9 @@ impl Repository {
 
     /// What object `digest` keeps alive (see the module documentation).
     pub(super) fn object_links(&self, digest: &Digest) -> Result<Links, LinkError> {
-        let mut file = match rustix::fs::openat(
-            &self.objects,
-            digest.object_path(),
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        ) {
+        let opened =
+            super::trust::open_nofollow(&self.objects, &digest.object_path(), OFlags::RDONLY);
+        let mut file = match opened {
             Ok(fd) => std::fs::File::from(fd),
             Err(Errno::NOENT) => return Err(LinkError::Missing),
             Err(e) => return Err(LinkError::Io(e.into())),

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use super::trust::open_nofollow;
 use super::{IMAGES, RepoError, Repository, symlink_atomic, validate_ref_name};
 use crate::fsverity::Digest;
 use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity};
@@ -67,24 +68,30 @@ impl Repository {
             },
         };
         self.check_algorithm(&digest)?;
+        // `images/<hex>` says the object may be mounted; the object itself is opened by its
+        // name, without following any link (the digest is checked below either way).
         let rel = format!("{IMAGES}/{}", digest.to_hex());
-        let opened = match open_beneath(&self.dir, &rel) {
-            // Before 5.6 (no openat2): the repository's own tools still work.
-            Err(Errno::NOSYS) => rustix::fs::openat(
-                &self.dir,
-                &rel,
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ),
-            r => r,
-        };
-        let file = match opened {
+        match rustix::fs::statat(&self.images, digest.to_hex(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => {}
+            Err(Errno::NOENT) => return Err(RepoError::MissingImage(name.to_string()).into()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}/{rel}", self.path().display()));
+            }
+        }
+        let file = match open_nofollow(&self.objects, &digest.object_path(), OFlags::RDONLY) {
             Ok(fd) => File::from(fd),
             Err(Errno::NOENT) => return Err(RepoError::MissingImage(name.to_string()).into()),
             Err(e) => {
-                return Err(e).with_context(|| format!("opening {}/{rel}", self.path().display()));
+                return Err(e)
+                    .with_context(|| format!("opening {}", self.object_path(&digest).display()));
             }
         };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            anyhow::bail!(
+                "{}: image {digest} is not a regular file",
+                self.object_path(&digest).display()
+            );
+        }
         let actual = match measure_verity(&file) {
             Ok(d) => d,
             Err(MeasureError::NoVerity | MeasureError::NotSupported) => {
@@ -136,7 +143,21 @@ impl Repository {
     /// The object a ref points to ([`RepoError::MissingRef`] if there is no such ref).
     pub fn resolve_ref(&self, name: &str) -> Result<Digest> {
         validate_ref_name(name)?;
-        let target = match rustix::fs::readlinkat(&self.refs, name, Vec::new()) {
+        let (dir, leaf) = match self.ref_parent(name) {
+            Ok(p) => p,
+            Err(Errno::NOENT | Errno::NOTDIR) => {
+                return Err(RepoError::MissingRef(name.to_string()).into());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "opening the directory of ref {name} in {}",
+                        self.path().display()
+                    )
+                });
+            }
+        };
+        let target = match rustix::fs::readlinkat(&dir, leaf, Vec::new()) {
             Ok(t) => t,
             Err(Errno::NOENT | Errno::NOTDIR) => {
                 return Err(RepoError::MissingRef(name.to_string()).into());
@@ -156,10 +177,29 @@ impl Repository {
     /// Removes a ref (the objects stay until garbage collection).
     pub fn remove_ref(&self, name: &str) -> Result<()> {
         validate_ref_name(name)?;
-        match rustix::fs::unlinkat(&self.refs, name, AtFlags::empty()) {
+        let removed = self
+            .ref_parent(name)
+            .and_then(|(dir, leaf)| rustix::fs::unlinkat(&dir, leaf, AtFlags::empty()));
+        match removed {
             Ok(()) => Ok(()),
-            Err(Errno::NOENT) => Err(RepoError::MissingRef(name.to_string()).into()),
-            Err(e) => Err(e).with_context(|| format!("removing ref {name}")),
+            Err(Errno::NOENT | Errno::NOTDIR) => {
+                Err(RepoError::MissingRef(name.to_string()).into())
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("removing ref {name} in {}", self.path().display()))
+            }
+        }
+    }
+
+    /// The directory holding ref `name` (reached without following any symlink: a planted
+    /// `refs/oci -> /etc` must not lead a removal outside) and the leaf name in it.
+    fn ref_parent<'n>(&self, name: &'n str) -> rustix::io::Result<(OwnedFd, &'n str)> {
+        match name.rsplit_once('/') {
+            None => Ok((rustix::io::fcntl_dupfd_cloexec(&self.refs, 0)?, name)),
+            Some((parent, leaf)) => Ok((
+                open_nofollow(&self.refs, parent, OFlags::RDONLY | OFlags::DIRECTORY)?,
+                leaf,
+            )),
         }
     }
 

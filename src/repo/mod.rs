@@ -27,6 +27,7 @@ pub(crate) mod images;
 mod objects;
 mod statcache;
 mod stream;
+pub(crate) mod trust;
 
 pub use objects::Imported;
 pub use statcache::StatCache;
@@ -59,6 +60,8 @@ use crate::fsverity::ioctl::{EnableError, enable_verity};
 pub const REPO_FORMAT_VERSION: u32 = 1;
 
 const META_JSON: &str = "meta.json";
+/// Bytes of `meta.json` read at most (it holds about 60).
+const META_JSON_MAX: u64 = 64 * 1024;
 const OBJECTS: &str = "objects";
 const IMAGES: &str = "images";
 const REFS: &str = "refs";
@@ -109,6 +112,25 @@ pub enum RepoError {
         digest: Digest,
         /// The repository's algorithm.
         repo: Algorithm,
+    },
+    /// A repository directory others can write, or owned by another user: its content
+    /// cannot be trusted (`docs/repository.md`, "Trust").
+    #[error(
+        "{path}: untrusted repository: {reason}; check it with `cfsctl fsck`, then `chown` it to its user and `chmod go-w` it"
+    )]
+    Untrusted {
+        /// The directory at fault (the repository or one of its top directories).
+        path: PathBuf,
+        /// What is wrong with its owner or mode.
+        reason: String,
+    },
+    /// `init` on an existing directory that belongs to another user.
+    #[error("{path}: cannot make a repository here: {reason}")]
+    UntrustedInit {
+        /// The directory.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
     },
     /// Content whose fs-verity digest differs from the one expected.
     #[error("{what}: fs-verity digest mismatch: expected {expected}, found {actual}")]
@@ -192,6 +214,10 @@ impl Repository {
         if rustix::fs::statat(&dir, META_JSON, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
             return Err(RepoError::AlreadyInitialized(path.to_owned()).into());
         }
+        trust::repair_new_root(&dir).map_err(|reason| RepoError::UntrustedInit {
+            path: path.to_owned(),
+            reason,
+        })?;
         for sub in [OBJECTS, IMAGES, REFS] {
             mkdir_exist_ok(&dir, sub)
                 .with_context(|| format!("creating {}/{sub}", path.display()))?;
@@ -212,9 +238,46 @@ impl Repository {
     }
 
     /// Opens an existing repository, taking a shared lock on it (waits while a garbage
-    /// collection holds it exclusively).
+    /// collection holds it exclusively). A repository that others can write (or that belongs
+    /// to another user) is refused with [`RepoError::Untrusted`].
     pub fn open(path: impl AsRef<Path>) -> Result<Repository> {
-        let path = path.as_ref().to_owned();
+        let repo = Repository::open_unchecked(path.as_ref())?;
+        if let Some((rel, reason)) = repo.untrusted_dirs().into_iter().next() {
+            return Err(RepoError::Untrusted {
+                path: repo.path.join(rel),
+                reason,
+            }
+            .into());
+        }
+        Ok(repo)
+    }
+
+    /// Opens a repository even if others can write it, for `fsck` to report that (with
+    /// every path still resolved beneath it). Nothing else should use it.
+    pub fn open_for_fsck(path: impl AsRef<Path>) -> Result<Repository> {
+        Repository::open_unchecked(path.as_ref())
+    }
+
+    /// The repository's top directories (`""` is the root) that cannot be trusted, and why.
+    pub(crate) fn untrusted_dirs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (rel, fd) in [
+            ("", &self.dir),
+            (OBJECTS, &self.objects),
+            (IMAGES, &self.images),
+            (REFS, &self.refs),
+        ] {
+            match trust::untrusted_reason(fd) {
+                Ok(None) => {}
+                Ok(Some(reason)) => out.push((rel, reason)),
+                Err(e) => out.push((rel, format!("stat: {e}"))),
+            }
+        }
+        out
+    }
+
+    fn open_unchecked(path: &Path) -> Result<Repository> {
+        let path = path.to_owned();
         let dir = open_dir(CWD, &path)
             .with_context(|| format!("opening repository {}", path.display()))?;
         let meta = read_meta(&dir, &path)?;
@@ -227,8 +290,14 @@ impl Repository {
         })?;
         rustix::fs::flock(&dir, FlockOperation::LockShared)
             .with_context(|| format!("locking repository {}", path.display()))?;
+        // The top directories are never symlinks: one could lead the repository elsewhere.
         let sub = |name: &str| {
-            open_dir(&dir, name).with_context(|| format!("opening {}/{name}", path.display()))
+            trust::open_child_dir(&dir, name).with_context(|| {
+                format!(
+                    "opening {}/{name} (a directory, not a symlink)",
+                    path.display()
+                )
+            })
         };
         let objects = sub(OBJECTS)?;
         let images = sub(IMAGES)?;
@@ -349,7 +418,7 @@ fn read_meta(dir: &OwnedFd, path: &Path) -> Result<RepoMeta> {
     let fd = match rustix::fs::openat(
         dir,
         META_JSON,
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -358,8 +427,10 @@ fn read_meta(dir: &OwnedFd, path: &Path) -> Result<RepoMeta> {
             return Err(e).with_context(|| format!("opening {}/{META_JSON}", path.display()));
         }
     };
+    // meta.json is two short fields: a larger one is not ours (and is not read whole).
     let mut text = Vec::new();
     File::from(fd)
+        .take(META_JSON_MAX)
         .read_to_end(&mut text)
         .with_context(|| format!("reading {}/{META_JSON}", path.display()))?;
     let meta: RepoMeta = serde_json::from_slice(&text)

@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-#[cfg(test)]
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -18,6 +17,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
+use super::trust::{open_child_dir, open_nofollow};
 use super::{RepoError, Repository, describe_fd, mkdir_exist_ok, proc_fd_path, temp_name};
 use crate::fsverity::ioctl::{EnableError, compute_digest_at, measure_verity};
 use crate::fsverity::{Digest, FsVerityHasher, HashingWriter, digest_bytes, ioctl::enable_verity};
@@ -160,16 +160,23 @@ impl<'r> TmpObject<'r> {
     }
 
     /// Gives the file its final name `objects/XX/rest`; an existing object is kept. The
-    /// fan-out directory is created only when the name cannot be made for want of it.
+    /// fan-out directory is created when missing.
     fn link_as(mut self, digest: &Digest) -> io::Result<()> {
         let path = digest.object_path();
-        let linked = match self.link_once(&path) {
+        let (xx, rest) = path.split_at(2);
+        let rest = &rest[1..];
+        // The fan-out directory is opened without following a link: a planted
+        // `objects/XX -> elsewhere` must not receive objects.
+        let linked = match open_child_dir(&self.repo.objects, xx) {
             Err(Errno::NOENT) => {
-                mkdir_exist_ok(&self.repo.objects, &path[..2])?;
-                self.link_once(&path)
+                mkdir_exist_ok(&self.repo.objects, xx)?;
+                open_child_dir(&self.repo.objects, xx)
             }
             r => r,
-        };
+        }
+        .map_err(|e| io::Error::other(format!("objects/{xx}: {e} (must be a directory)")))
+        .map(|dir| self.link_once(&dir, rest));
+        let linked = linked?;
         if let Some(name) = self.name.take() {
             let _ = rustix::fs::unlinkat(&self.repo.objects, &name, AtFlags::empty());
         }
@@ -184,36 +191,28 @@ impl<'r> TmpObject<'r> {
     }
 
     /// One attempt at naming the object `path` (EEXIST: stored already).
-    fn link_once(&self, path: &str) -> rustix::io::Result<()> {
+    /// One attempt at naming the object `rest` in its fan-out directory `dir` (EEXIST:
+    /// stored already).
+    fn link_once(&self, dir: &OwnedFd, rest: &str) -> rustix::io::Result<()> {
         let objects = &self.repo.objects;
         if let Some(name) = &self.name {
-            return match rustix::fs::renameat_with(
-                objects,
-                name,
-                objects,
-                path,
-                RenameFlags::NOREPLACE,
-            ) {
+            return match rustix::fs::renameat_with(objects, name, dir, rest, RenameFlags::NOREPLACE)
+            {
                 // Filesystems without RENAME_NOREPLACE: link (fails on EEXIST); the caller
                 // removes the temporary name.
-                Err(Errno::INVAL) => {
-                    rustix::fs::linkat(objects, name, objects, path, AtFlags::empty())
-                }
+                Err(Errno::INVAL) => rustix::fs::linkat(objects, name, dir, rest, AtFlags::empty()),
                 r => r,
             };
         }
         match rustix::fs::linkat(
             CWD,
             proc_fd_path(&self.file),
-            objects,
-            path,
+            dir,
+            rest,
             AtFlags::SYMLINK_FOLLOW,
         ) {
             // No /proc (early boot): AT_EMPTY_PATH does the same but needs CAP_DAC_READ_SEARCH.
-            // (ENOENT also means a missing fan-out directory: this fails the same way then.)
-            Err(Errno::NOENT) => {
-                rustix::fs::linkat(&self.file, "", objects, path, AtFlags::EMPTY_PATH)
-            }
+            Err(Errno::NOENT) => rustix::fs::linkat(&self.file, "", dir, rest, AtFlags::EMPTY_PATH),
             r => r,
         }
     }
@@ -334,11 +333,10 @@ impl Repository {
         if digest.algorithm() != self.algorithm {
             return false;
         }
-        match rustix::fs::statat(
-            &self.objects,
-            digest.object_path(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        ) {
+        // O_PATH + fstat instead of one statat: statat would follow a symlinked `XX`.
+        let st = open_nofollow(&self.objects, &digest.object_path(), OFlags::PATH)
+            .and_then(|fd| rustix::fs::fstat(&fd));
+        match st {
             Ok(st) => rustix::fs::FileType::from_raw_mode(st.st_mode).is_file(),
             Err(Errno::NOENT) => false,
             Err(e) => {
@@ -351,12 +349,7 @@ impl Repository {
     /// Opens an object read-only. A missing object is [`RepoError::MissingObject`].
     pub fn open_object(&self, digest: &Digest) -> Result<File> {
         self.check_algorithm(digest)?;
-        match rustix::fs::openat(
-            &self.objects,
-            digest.object_path(),
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        ) {
+        match open_nofollow(&self.objects, &digest.object_path(), OFlags::RDONLY) {
             Ok(fd) => Ok(File::from(fd)),
             Err(Errno::NOENT) => Err(RepoError::MissingObject(*digest).into()),
             Err(e) => {

@@ -23,7 +23,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use rustix::fs::{Mode, OFlags, RenameFlags};
+use rustix::fs::{OFlags, RenameFlags};
 use sha2::{Digest as _, Sha256};
 
 use super::{Repository, mkdir_exist_ok, write_file_atomic};
@@ -79,12 +79,7 @@ impl StatCache {
     /// (written for another algorithm, truncated, corrupt).
     pub fn load(repo: &Repository) -> StatCache {
         let path = format!("{CACHE_DIR}/{STAT_CACHE}");
-        let bytes = match rustix::fs::openat(
-            &repo.dir,
-            path.as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        ) {
+        let bytes = match super::trust::open_nofollow(&repo.dir, &path, OFlags::RDONLY) {
             Ok(fd) => {
                 let mut bytes = Vec::new();
                 match std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes) {
@@ -205,7 +200,7 @@ impl StatCache {
         out.extend_from_slice(&sum);
         let what = || format!("writing {}/{CACHE_DIR}/{STAT_CACHE}", repo.path.display());
         mkdir_exist_ok(&repo.dir, CACHE_DIR).with_context(what)?;
-        let dir = super::open_dir(&repo.dir, CACHE_DIR).with_context(what)?;
+        let dir = super::trust::open_child_dir(&repo.dir, CACHE_DIR).with_context(what)?;
         write_file_atomic(&dir, STAT_CACHE, &out, RenameFlags::empty()).with_context(what)?;
         Ok(())
     }
