@@ -51,6 +51,11 @@ pub struct MountOptions {
     pub verity: VerityMode,
     /// The `source` shown in `/proc/self/mountinfo` for the overlay.
     pub source: String,
+    /// Let setuid/setgid bits and device nodes in the image take effect. Off by default:
+    /// the overlay is mounted `nosuid,nodev`, so inspecting an image made by someone else
+    /// (`cfsctl mount`, `oci mount`) cannot hand a local user root through a setuid binary
+    /// or a device node in it. The booted root (`cfs-setup-root`) turns it on.
+    pub allow_setuid_devices: bool,
 }
 
 impl MountOptions {
@@ -78,6 +83,7 @@ impl Default for MountOptions {
         MountOptions {
             verity: VerityMode::Require,
             source: "composefs".to_string(),
+            allow_setuid_devices: false,
         }
     }
 }
@@ -154,15 +160,20 @@ impl FsContext {
             .map_err(|e| self.fail(format!("fsconfig {key}=fd {}", fd.as_raw_fd()), e))
     }
 
-    /// Creates the superblock and returns a detached, read-only mount of it.
-    fn mount_read_only(&self) -> Result<OwnedFd, FsError> {
+    /// Creates the superblock and returns a detached, read-only mount of it (with `extra`
+    /// mount attributes besides `MOUNT_ATTR_RDONLY`).
+    fn mount_read_only_with(&self, extra: MountAttrFlags) -> Result<OwnedFd, FsError> {
         fsconfig_create(&self.fd).map_err(|e| self.fail("fsconfig create".into(), e))?;
         fsmount(
             &self.fd,
             FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::MOUNT_ATTR_RDONLY,
+            MountAttrFlags::MOUNT_ATTR_RDONLY | extra,
         )
         .map_err(|e| self.fail("fsmount".into(), e))
+    }
+
+    fn mount_read_only(&self) -> Result<OwnedFd, FsError> {
+        self.mount_read_only_with(MountAttrFlags::empty())
     }
 }
 
@@ -255,7 +266,15 @@ fn overlay(
     if options.verity == VerityMode::Require {
         ctx.set_string("verity", "require")?;
     }
-    ctx.mount_read_only()
+    // The overlay is the mount files are reached through, so its flags are the ones the
+    // kernel honours for exec (setuid) and device opens; the EROFS layer below is never
+    // attached where a user can reach it.
+    let attrs = if options.allow_setuid_devices {
+        MountAttrFlags::empty()
+    } else {
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV
+    };
+    ctx.mount_read_only_with(attrs)
 }
 
 /// Layers as file descriptors: `lowerdir+` = the detached EROFS mount, `datadir+` = objects.
@@ -288,13 +307,80 @@ fn overlay_layers_by_path(
     overlay(options, |ctx| ctx.set_string("lowerdir", &lowerdir)).context("mounting overlayfs")
 }
 
-/// Mounts a composefs image read-only on `mountpoint`.
+/// Refuses what is not a composefs image before the kernel sees it: a regular file starting
+/// with the composefs header (magic, header version) and an EROFS superblock (magic, 4096-byte
+/// blocks). A plain EROFS image, or anything else, would otherwise mount without a word.
+pub fn check_composefs_header(image: impl AsFd) -> Result<()> {
+    use crate::erofs::format::{
+        BLOCK_BITS, COMPOSEFS_HEADER_VERSION, COMPOSEFS_MAGIC, ComposefsHeader, SUPER_MAGIC_V1,
+        SUPER_OFFSET, Superblock,
+    };
+    let image = image.as_fd();
+    let st = rustix::fs::fstat(image).context("inspecting the image")?;
+    if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+        anyhow::bail!("not a regular file");
+    }
+    let mut head = vec![0u8; SUPER_OFFSET as usize + Superblock::SIZE];
+    let mut n = 0;
+    while n < head.len() {
+        match rustix::io::pread(image, &mut head[n..], n as u64) {
+            Ok(0) => anyhow::bail!("{n} bytes: too short for a composefs image"),
+            Ok(k) => n += k,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e).context("reading the image header"),
+        }
+    }
+    let header =
+        ComposefsHeader::from_bytes(head[..ComposefsHeader::SIZE].try_into().expect("32 bytes"));
+    if header.magic != COMPOSEFS_MAGIC {
+        anyhow::bail!(
+            "not a composefs image (header magic {:#010x}, expected {COMPOSEFS_MAGIC:#010x})",
+            header.magic
+        );
+    }
+    if header.version != COMPOSEFS_HEADER_VERSION {
+        anyhow::bail!(
+            "composefs header version {} is not supported (expected {COMPOSEFS_HEADER_VERSION})",
+            header.version
+        );
+    }
+    let sb = &head[SUPER_OFFSET as usize..];
+    let sb = Superblock::from_bytes(sb.try_into().expect("superblock size"));
+    if sb.magic != SUPER_MAGIC_V1 || sb.blkszbits != BLOCK_BITS {
+        anyhow::bail!(
+            "no EROFS superblock with 4096-byte blocks after the composefs header (magic {:#010x}, block bits {})",
+            sb.magic,
+            sb.blkszbits
+        );
+    }
+    Ok(())
+}
+
+/// The fs-verity digest of an image file: the kernel's measurement when it has fs-verity,
+/// computed in userspace otherwise.
+pub fn image_file_digest(
+    image: &std::fs::File,
+    algorithm: crate::fsverity::Algorithm,
+) -> Result<Digest> {
+    use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity};
+    match measure_verity(image) {
+        Ok(d) if d.algorithm() == algorithm => Ok(d),
+        Ok(_) | Err(MeasureError::NoVerity | MeasureError::NotSupported) => {
+            Ok(compute_digest_at(image, algorithm)?)
+        }
+        Err(MeasureError::Io(e)) => Err(e.into()),
+    }
+}
+
+/// Mounts a composefs image read-only on `mountpoint`, after checking its header
+/// ([`check_composefs_header`]).
 pub fn mount_composefs(
     image: impl AsFd,
     objects_dir: Option<BorrowedFd<'_>>,
     mountpoint: &Path,
     options: &MountOptions,
 ) -> Result<()> {
+    check_composefs_header(&image)?;
     let mnt = fsmount_composefs(image, objects_dir, options)?;
     move_mount(
         &mnt,

@@ -149,6 +149,8 @@ pub fn setup_root(image: &ImageArg, config: &Config, options: &Options) -> Resul
     let mount_options = MountOptions {
         verity,
         source: format!("composefs:{}", image.digest),
+        // The booted root: setuid binaries (sudo, su) and device nodes must work.
+        allow_setuid_devices: true,
     };
     let root = fsmount_composefs(&image_file, Some(objects.as_fd()), &mount_options)
         .map_err(|e| classify_mount_error(e, image))?;

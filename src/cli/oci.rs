@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fsverity::Algorithm;
-use crate::mount::{self, MountOptions};
+use crate::mount;
 use crate::oci::pull::{self, PullOptions, PullProgress, PullResult, Tagging};
 use crate::oci::record;
 use crate::oci::reference::ImageReference;
@@ -270,13 +270,15 @@ pub struct MountCmd {
     name: String,
     /// Where to mount it.
     mountpoint: PathBuf,
+    #[command(flatten)]
+    flags: super::repo::MountFlags,
 }
 
 impl MountCmd {
     pub fn run(self) -> Result<()> {
         let repo = Repository::open(&self.repo.repo)?;
         let record = record::load(&repo, &self.name)?;
-        let opts = MountOptions::for_repository(&repo);
+        let opts = self.flags.options(&repo);
         mount::mount_image(&repo, &record.image, &self.mountpoint, &opts)?;
         Ok(())
     }
