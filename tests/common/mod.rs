@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 
+pub mod faultrelay;
 pub mod ociimage;
 pub mod osimage;
 pub mod registry;

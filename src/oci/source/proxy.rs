@@ -18,6 +18,7 @@
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
@@ -34,6 +35,39 @@ pub const MAX_PROXIES: usize = 4;
 const CHANNEL_CHUNKS: usize = 8;
 const CHUNK: usize = 256 << 10;
 
+/// How long skopeo may leave a request unanswered, or a blob without a byte, before the
+/// pull fails: skopeo's HTTP client has connect and TLS-handshake timeouts but none on a
+/// response that stops arriving, so a stalled registry would hang the pull for ever.
+/// `CFSCTL_STALL_TIMEOUT` (seconds) overrides it (`docs/oci-pull.md`).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn stall_timeout() -> Duration {
+    std::env::var("CFSCTL_STALL_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(DEFAULT_STALL_TIMEOUT, Duration::from_secs)
+}
+
+/// Runs `fut` on `rt`, failing with an error naming `what` if it takes longer than the
+/// stall timeout.
+fn block_on_timeout<T>(
+    rt: &tokio::runtime::Runtime,
+    what: impl FnOnce() -> String,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let limit = stall_timeout();
+    // The timer must be made inside the runtime (it needs its time driver).
+    match rt.block_on(async { tokio::time::timeout(limit, fut).await }) {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!(
+            "{}: no answer from skopeo in {} s (CFSCTL_STALL_TIMEOUT); is the registry stalled?",
+            what(),
+            limit.as_secs()
+        ),
+    }
+}
+
 /// One skopeo proxy process with the image opened in it.
 struct Connection {
     proxy: ImageProxy,
@@ -46,8 +80,11 @@ impl Connection {
     /// importer threads asking for connections end before the source is closed.
     fn start(rt: &tokio::runtime::Runtime, reference: &str, tls_verify: bool) -> Result<Self> {
         let owned = reference.to_string();
-        rt.block_on(rt.spawn(async move { Self::open(&owned, tls_verify).await }))
-            .with_context(|| format!("starting a skopeo proxy for {reference}"))?
+        let started = rt.spawn(async move { Self::open(&owned, tls_verify).await });
+        block_on_timeout(rt, || format!("opening {reference}"), async move {
+            started.await.map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("starting a skopeo proxy for {reference}"))?
     }
 
     async fn open(reference: &str, tls_verify: bool) -> Result<Self> {
@@ -134,10 +171,12 @@ impl ImageSource for ProxySource {
 
     fn manifest(&self) -> Result<FetchedManifest> {
         let conn = self.take()?;
-        let (digest, bytes) = self
-            .rt
-            .block_on(conn.proxy.fetch_manifest_raw_oci(&conn.image))
-            .with_context(|| format!("{}: fetching the manifest", self.reference))?;
+        let (digest, bytes) = block_on_timeout(
+            &self.rt,
+            || format!("{}: fetching the manifest", self.reference),
+            async { Ok(conn.proxy.fetch_manifest_raw_oci(&conn.image).await?) },
+        )
+        .with_context(|| format!("{}: fetching the manifest", self.reference))?;
         // Only a proxy that answered goes back (a failed one is dropped, ending skopeo).
         self.put(conn);
         let manifest: ImageManifest = serde_json::from_slice(&bytes)
@@ -167,10 +206,12 @@ impl ImageSource for ProxySource {
         }
         let desc = manifest.config();
         let conn = self.take()?;
-        let bytes = self
-            .rt
-            .block_on(conn.proxy.fetch_config_raw(&conn.image))
-            .with_context(|| format!("{}: fetching the config", self.reference))?;
+        let bytes = block_on_timeout(
+            &self.rt,
+            || format!("{}: fetching the config", self.reference),
+            async { Ok(conn.proxy.fetch_config_raw(&conn.image).await?) },
+        )
+        .with_context(|| format!("{}: fetching the config", self.reference))?;
         self.put(conn);
         super::verify_bytes(&format!("config {}", desc.digest()), desc.digest(), &bytes)?;
         Ok(bytes)
@@ -225,6 +266,9 @@ impl ImageSource for ProxySource {
             rx,
             chunk: Vec::new(),
             pos: 0,
+            rt: self.rt.handle().clone(),
+            stall: stall_timeout(),
+            what: format!("{}: blob {}", self.reference, desc.digest()),
         }))
     }
 
@@ -256,14 +300,34 @@ struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     pos: usize,
+    /// For the stall timer (the importer threads are not runtime threads).
+    rt: tokio::runtime::Handle,
+    stall: Duration,
+    /// `REFERENCE: blob DIGEST`, for errors.
+    what: String,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.chunk.len() {
-            match self.rx.blocking_recv() {
+            let next = self
+                .rt
+                .block_on(async { tokio::time::timeout(self.stall, self.rx.recv()).await })
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: no data for {} s (CFSCTL_STALL_TIMEOUT); the registry stalled",
+                            self.what,
+                            self.stall.as_secs()
+                        ),
+                    )
+                })?;
+            match next {
                 None => return Ok(0),
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => {
+                    return Err(io::Error::new(e.kind(), format!("{}: {e}", self.what)));
+                }
                 Some(Ok(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
