@@ -83,7 +83,15 @@ fn mount_image_reads_objects_through_overlay() {
         .status()
         .unwrap();
     assert!(status.success());
-    let image = repo.write_image(&std::fs::read(&img).unwrap()).unwrap();
+    // mkfs.erofs leaves the first 1024 bytes zero; a composefs image carries its 32-byte
+    // header there (lcfs_erofs_header_s: magic, version 1, flags, composefs version), and
+    // cfsctl mounts only images that have it.
+    let mut bytes = std::fs::read(&img).unwrap();
+    assert!(bytes[..32].iter().all(|&b| b == 0));
+    for (i, word) in [0xd078_629a_u32, 1, 0, 1].iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    let image = repo.write_image(&bytes).unwrap();
 
     let mnt = td.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
