@@ -14,11 +14,12 @@
 //! SHA-512, where mkcomposefs would keep its first 32 bytes.
 
 use std::collections::btree_map::Entry;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 mod error;
 
 pub use self::error::{DumpError, LineError};
+use crate::erofs::format::MAX_DEPTH;
 use crate::fsverity::Digest;
 use crate::tree::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr};
 
@@ -55,6 +56,12 @@ pub const MAX_XATTR_SECTION_LEN: usize = u16::MAX as usize;
 /// (`LCFS_MAX_NONINLINE_CHUNKS`, `lcfs-erofs-internal.h`).
 pub const MAX_CHUNKS: u64 = 1024;
 
+/// Longest line read. The longest valid line is about 118 KiB (a 4095-byte path and payload
+/// written as `\xNN`, 5000 bytes of escaped content, 64 KiB of xattrs); the C parser's
+/// `getline` has no bound, but reading a line without one would let a file without newlines
+/// (`/dev/zero`) take all memory.
+pub const MAX_LINE_LEN: usize = 1 << 20;
+
 /// Parses a whole dump held in memory.
 pub fn parse(input: &[u8], mode: ParseMode) -> Result<Tree, DumpError> {
     parse_reader(input, mode)
@@ -67,11 +74,21 @@ pub fn parse_reader(mut input: impl BufRead, mode: ParseMode) -> Result<Tree, Du
     let mut lineno = 0;
     loop {
         line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        if (&mut input)
+            .take(MAX_LINE_LEN as u64 + 1)
+            .read_until(b'\n', &mut line)?
+            == 0
+        {
             break;
         }
         lineno += 1;
         let terminated = line.last() == Some(&b'\n');
+        if line.len() > MAX_LINE_LEN + usize::from(terminated) {
+            return Err(DumpError::Line {
+                line: lineno,
+                error: LineError::LineTooLong,
+            });
+        }
         if terminated {
             line.pop();
         } else if mode == ParseMode::Strict {
@@ -538,8 +555,12 @@ impl Builder {
             Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
             None => (&trimmed[..0], trimmed),
         };
+        let parents = dir_part.split(|&b| b == b'/').filter(|c| !c.is_empty());
+        if parents.clone().count() >= MAX_DEPTH {
+            return Err(LineError::TooDeep(shown()));
+        }
         let mut parent = ROOT;
-        for comp in dir_part.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        for comp in parents {
             parent = match self.child(parent, comp) {
                 Some(c) => c,
                 None => return Err(LineError::ParentMissing(shown())),

@@ -1,6 +1,7 @@
 //! Errors of the dump parser: which line, which rule.
 
-use super::{MAX_INLINE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_XATTRS_SIZE};
+use super::{MAX_INLINE_LEN, MAX_LINE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_XATTRS_SIZE};
+use crate::erofs::format::MAX_DEPTH;
 
 /// A dump that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +155,12 @@ pub enum LineError {
     /// The inode's xattrs exceed the per-inode budget.
     #[error("xattrs exceed the {MAX_XATTRS_SIZE}-byte per-inode limit")]
     XattrsTooLarge,
+    /// A path of more than [`MAX_DEPTH`] components: an image cannot hold it.
+    #[error("{0}: more than {MAX_DEPTH} path components, the most a composefs image holds")]
+    TooDeep(String),
+    /// A line longer than any valid one can be (no newline within [`MAX_LINE_LEN`] bytes).
+    #[error("line longer than {MAX_LINE_LEN} bytes")]
+    LineTooLong,
     /// Strict: the last line has no newline.
     #[error("missing trailing newline")]
     MissingTrailingNewline,

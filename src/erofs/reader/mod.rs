@@ -108,10 +108,10 @@ pub enum ReadError {
         /// The directory inode.
         nid: u64,
     },
-    /// Directories nest deeper than any path Linux can name.
-    #[error("directory inode {nid} is nested deeper than {max} levels")]
+    /// An entry lies deeper than [`MAX_DEPTH`] path components below the root.
+    #[error("inode {nid} lies more than {max} directories below the root")]
     TooDeep {
-        /// The directory inode.
+        /// The entry's inode.
         nid: u64,
         /// The limit.
         max: usize,
@@ -138,10 +138,9 @@ pub enum ReadError {
     },
 }
 
-/// Maximum directory nesting. A deeper tree has paths longer than `PATH_MAX` (4096, each
-/// level taking at least a one-byte name and a `/`), so no real filesystem holds one; the
-/// limit also bounds the recursion of anything that walks the tree afterwards.
-pub const MAX_DEPTH: usize = 2048;
+/// The most path components an entry may have; the writers enforce the same limit, so every
+/// image cfsctl writes reads back.
+pub use crate::erofs::format::MAX_DEPTH;
 
 /// Bytes the tree may take, beyond [`BUDGET_PER_IMAGE_BYTE`] per image byte. Shared xattrs
 /// and hard links let a few image bytes stand for many tree bytes, so the bound is generous,
@@ -346,6 +345,13 @@ impl TreeBuilder<'_> {
             if self.whiteouts.contains(&entry.nid) {
                 continue;
             }
+            // The entries of the directory on top of the stack have `stack.len()` components.
+            if stack.len() > MAX_DEPTH {
+                return Err(ReadError::TooDeep {
+                    nid: entry.nid,
+                    max: MAX_DEPTH,
+                });
+            }
             let dir_entry = if let Some(&existing) = self.by_nid.get(&entry.nid) {
                 if self.tree.inodes[existing].is_dir() {
                     return Err(ReadError::DirectoryLinkedTwice { nid: entry.nid });
@@ -364,12 +370,6 @@ impl TreeBuilder<'_> {
                 let id = self.tree.add_inode(loaded.inode);
                 self.by_nid.insert(entry.nid, id);
                 if is_dir {
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(ReadError::TooDeep {
-                            nid: entry.nid,
-                            max: MAX_DEPTH,
-                        });
-                    }
                     stack.push(Frame {
                         dir: id,
                         nid: entry.nid,

@@ -265,11 +265,23 @@ fn depth_is_limited() {
         read_image(&image(&nodes)),
         Err(ReadError::TooDeep { .. })
     ));
-    // One level less is fine.
-    let mut nodes: Vec<Node> = (1..MAX_DEPTH).map(|i| dir(vec![(b"d", i)])).collect();
+    // One level less is fine: a directory at MAX_DEPTH components, empty.
+    let mut nodes: Vec<Node> = (1..=MAX_DEPTH).map(|i| dir(vec![(b"d", i)])).collect();
     nodes.push(dir(vec![]));
     let tree = read_image(&image(&nodes)).unwrap();
-    assert_eq!(tree.inodes.len(), MAX_DEPTH);
+    assert_eq!(tree.inodes.len(), MAX_DEPTH + 1);
+    // A file at MAX_DEPTH components is fine too, one below it is not.
+    let mut nodes: Vec<Node> = (1..MAX_DEPTH).map(|i| dir(vec![(b"d", i)])).collect();
+    nodes.push(dir(vec![(b"f", MAX_DEPTH)]));
+    nodes.push(file(b"x"));
+    read_image(&image(&nodes)).unwrap();
+    let mut nodes: Vec<Node> = (1..=MAX_DEPTH).map(|i| dir(vec![(b"d", i)])).collect();
+    nodes.push(dir(vec![(b"f", MAX_DEPTH + 1)]));
+    nodes.push(file(b"x"));
+    assert!(matches!(
+        read_image(&image(&nodes)),
+        Err(ReadError::TooDeep { .. })
+    ));
 }
 
 #[test]

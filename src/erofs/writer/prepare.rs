@@ -20,6 +20,7 @@ use crate::dumpfile::parse::{
     MAX_CHUNKS, MAX_INLINE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_XATTR_NAME_LEN,
     MAX_XATTR_VALUE_LEN, MAX_XATTRS_SIZE, chunk_count,
 };
+use crate::erofs::format::MAX_DEPTH;
 use crate::tree::{FileType, InodeId, ROOT, Timestamp, Tree, mode};
 
 use crate::erofs::format::overlay_xattr::{
@@ -219,6 +220,9 @@ pub fn prepare(
     nodes.push(source_node(tree, ROOT, b"", 0)?);
     budgets.push(0);
     map[ROOT] = 0;
+    // Path components of each node (the root has none); stubs are never directories.
+    let mut depths: Vec<usize> = Vec::with_capacity(tree.inodes.len() + 256);
+    depths.push(0);
 
     let mut i = 0;
     while i < nodes.len() {
@@ -237,6 +241,15 @@ pub fn prepare(
             }
             i += 1;
             continue;
+        }
+        if depths[i] >= MAX_DEPTH
+            && let Some(name) = inode.entries.keys().next()
+        {
+            // The reader refuses entries this deep: write nothing it cannot read.
+            return Err(WriteError::Invalid {
+                path: format!("{}/{}", node_path(&nodes, i as u32), name.escape_ascii()),
+                rule: TreeRule::TooDeep,
+            });
         }
         let start = children.len();
         let mut subdirs = 0u32;
@@ -282,6 +295,7 @@ pub fn prepare(
                     map[id] = idx;
                     nodes.push(source_node(tree, id, name, i as u32)?);
                     budgets.push(0);
+                    depths.push(depths[i] + 1);
                     if tree.inodes[id].is_dir() {
                         subdirs += 1;
                     }
@@ -291,6 +305,7 @@ pub fn prepare(
                     let idx = nodes.len() as u32;
                     nodes.push(stub_node(tree, &nodes[0], name));
                     budgets.push(0);
+                    depths.push(1);
                     idx
                 }
             };

@@ -23,7 +23,8 @@
 //! Adversarial input is refused with [`LayerError`] naming the layer and the entry: `..`
 //! escaping the root, NUL in names, an entry below a symlink or other non-directory, a hard
 //! link to a missing, later, or directory entry, an xattr value too large for composefs,
-//! sparse files, unknown entry types, and streams over the [`Limits`]. Nothing is written
+//! sparse files, unknown entry types, paths of more than [`MAX_DEPTH`] components, and
+//! streams over the [`Limits`]. Nothing is written
 //! outside the repository; objects stored before an error are unreferenced and left to gc.
 
 mod guard;
@@ -37,6 +38,7 @@ use anyhow::{Context, Result};
 
 use self::guard::HeaderGuard;
 use crate::dumpfile::parse::MAX_XATTRS_SIZE;
+use crate::erofs::format::MAX_DEPTH;
 use crate::oci::merge::compact_in_place;
 use oci_spec::image::Descriptor;
 
@@ -274,6 +276,8 @@ struct Importer<'a> {
 struct Pax {
     xattrs: Vec<Xattr>,
     mtime: Option<Timestamp>,
+    uid: Option<u32>,
+    gid: Option<u32>,
     sparse: bool,
 }
 
@@ -527,6 +531,24 @@ impl Importer<'_> {
                     name: name.into(),
                     value: value.into(),
                 });
+            } else if key == b"uid" || key == b"gid" {
+                // The tar crate applies these itself but silently keeps the header's value
+                // when one does not parse; an owner must never be guessed.
+                let id = parse_pax_id(value).ok_or_else(|| {
+                    self.bad(
+                        path,
+                        format!(
+                            "PAX {} '{}' is not a 32-bit decimal id",
+                            key.escape_ascii(),
+                            value.escape_ascii()
+                        ),
+                    )
+                })?;
+                if key == b"uid" {
+                    out.uid = Some(id);
+                } else {
+                    out.gid = Some(id);
+                }
             } else if key == b"mtime" {
                 out.mtime = Some(
                     parse_pax_time(value).ok_or_else(|| self.bad(path, "malformed PAX mtime"))?,
@@ -571,10 +593,18 @@ impl Importer<'_> {
         let mut inode = Inode::new(ty | perm);
         let uid = h.uid().map_err(|e| field("uid", e))?;
         let gid = h.gid().map_err(|e| field("gid", e))?;
-        inode.uid =
-            u32::try_from(uid).map_err(|_| self.bad(path, format!("uid {uid} over 32 bits")))?;
-        inode.gid =
-            u32::try_from(gid).map_err(|_| self.bad(path, format!("gid {gid} over 32 bits")))?;
+        inode.uid = match pax.uid {
+            Some(uid) => uid,
+            None => {
+                u32::try_from(uid).map_err(|_| self.bad(path, format!("uid {uid} over 32 bits")))?
+            }
+        };
+        inode.gid = match pax.gid {
+            Some(gid) => gid,
+            None => {
+                u32::try_from(gid).map_err(|_| self.bad(path, format!("gid {gid} over 32 bits")))?
+            }
+        };
         inode.mtime = match pax.mtime {
             Some(t) => t,
             None => Timestamp {
@@ -610,6 +640,15 @@ impl Importer<'_> {
                 }
                 name => out.push(name.into()),
             }
+        }
+        if out.len() > MAX_DEPTH {
+            return Err(self.bad(
+                entry,
+                format!(
+                    "a path of {} components; composefs images hold at most {MAX_DEPTH}",
+                    out.len()
+                ),
+            ));
         }
         Ok(out)
     }
@@ -737,6 +776,14 @@ fn set_xattr(inode: &mut Inode, name: &[u8], value: &[u8]) {
         name: name.into(),
         value: value.into(),
     });
+}
+
+/// Parses a PAX `uid`/`gid` value: decimal digits only (POSIX pax), fitting 32 bits.
+fn parse_pax_id(value: &[u8]) -> Option<u32> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Parses a PAX time (`[-]SECONDS[.FRACTION]`, POSIX pax "mtime") into seconds and

@@ -38,6 +38,7 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{Advice, AtFlags, CWD, FileType as DirentType, Mode, OFlags, Stat};
 
 use super::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode};
+use crate::erofs::format::MAX_DEPTH;
 use crate::fsverity::Algorithm;
 
 pub use hash::digest_file;
@@ -153,6 +154,7 @@ pub fn read_dir(
             sink,
             abort: &abort,
             rel: PathBuf::new(),
+            depth: 0,
             links: HashMap::new(),
             list_buf: vec![0; XATTR_MAX],
             value_buf: vec![0; XATTR_MAX],
@@ -205,6 +207,8 @@ struct Scanner<'a, 'p> {
     abort: &'a AtomicBool,
     /// Path of the entry being read, relative to `root` (for messages).
     rel: PathBuf,
+    /// Path components of the directory being listed (the root has none).
+    depth: usize,
     /// `(st_dev, st_ino)` of multiply-linked non-directories seen so far.
     links: HashMap<(u64, u64), InodeId>,
     list_buf: Vec<u8>,
@@ -240,7 +244,18 @@ impl Scanner<'_, '_> {
                 return Ok(());
             }
             self.rel.push(OsStr::from_bytes(&entry.name));
-            let added = self.scan_entry(fd.as_fd(), &entry)?;
+            if self.depth >= MAX_DEPTH {
+                // Refused before descending: the scan recurses once per level.
+                bail!(
+                    "{}: more than {MAX_DEPTH} path components, the most a composefs image \
+                     holds",
+                    self.full_path().display()
+                );
+            }
+            self.depth += 1;
+            let added = self.scan_entry(fd.as_fd(), &entry);
+            self.depth -= 1;
+            let added = added?;
             self.rel.pop();
             if let Some(child) = added {
                 if self.tree.inodes[child.inode].is_dir() {
