@@ -8,7 +8,7 @@
 //! directory (or `/` inside a container build) gives the digest its pull gives.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -157,8 +157,11 @@ pub fn write_image_file(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    // 0666 less the umask, as mkcomposefs's fopen() creates it (0644 under the usual 022);
+    // a temporary file would otherwise stay 0600.
     let mut tmp = tempfile::Builder::new()
         .prefix(".cfsctl-image-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let digest = stream(tmp.as_file_mut())
@@ -169,27 +172,49 @@ pub fn write_image_file(
     Ok(digest)
 }
 
-/// External objects the tree names that `repo` does not hold (e.g. an image made from a dump
-/// whose contents were never imported).
-pub fn missing_objects(tree: &Tree, repo: &Repository) -> Vec<Digest> {
-    let mut missing: Vec<Digest> = tree
-        .inodes
-        .iter()
-        .filter_map(|i| i.digest)
-        .filter(|d| !repo.has_object(d))
-        .collect();
+/// Object paths the tree's external files name that `repo` does not hold (e.g. an image made
+/// from a dump whose contents were never imported): by digest, and by payload, which is the
+/// path overlayfs opens in the object store (`XX/rest-of-hex`); a payload that is no object
+/// path at all can never be there.
+pub fn missing_objects(tree: &Tree, repo: &Repository) -> Vec<String> {
+    let mut missing = Vec::new();
+    let regular = |i: &&crate::tree::Inode| i.file_type() == Some(crate::tree::FileType::Regular);
+    for inode in tree.inodes.iter().filter(regular) {
+        if let Some(d) = &inode.digest
+            && !repo.has_object(d)
+        {
+            missing.push(d.object_path());
+        }
+        let Some(payload) = inode.payload.as_deref() else {
+            continue;
+        };
+        let path = String::from_utf8_lossy(payload);
+        let path = path.trim_start_matches('/');
+        match object_of_path(path) {
+            Some(d) if Some(&d) == inode.digest.as_ref() => {}
+            Some(d) if repo.has_object(&d) => {}
+            _ => missing.push(path.to_string()),
+        }
+    }
     missing.sort();
     missing.dedup();
     missing
 }
 
-/// Reads a whole image file (images are metadata only: megabytes, not gigabytes).
+/// The digest an object path (`XX/rest-of-hex`) names.
+fn object_of_path(path: &str) -> Option<Digest> {
+    let (dir, rest) = path.split_once('/')?;
+    if dir.len() != 2 || rest.contains('/') {
+        return None;
+    }
+    Digest::from_hex(&format!("{dir}{rest}")).ok()
+}
+
+/// Reads a whole image file (images are metadata only: megabytes, not gigabytes); a file
+/// over [`MAX_IMAGE`](crate::bounded::MAX_IMAGE) bytes, or not a regular file, is refused.
 pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .with_context(|| format!("reading image {}", path.display()))?;
-    Ok(bytes)
+    crate::bounded::read_file(path, crate::bounded::MAX_IMAGE)
+        .with_context(|| format!("reading image {}", path.display()))
 }
 
 /// A repository as the [`ContentSink`] of a directory scan: new files are read once (hashed

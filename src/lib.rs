@@ -9,6 +9,7 @@
 
 pub mod atomic;
 pub mod boot;
+pub mod bounded;
 pub mod cli;
 pub mod deploy;
 pub mod dumpfile;

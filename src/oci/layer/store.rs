@@ -4,8 +4,6 @@
 //! layer's `containers.composefs.layer.fsverity` value; reading the object back gives the
 //! same tree, so images can be re-merged without fetching the layer again.
 
-use std::io::Read;
-
 use anyhow::{Context, Result};
 
 use super::{LayerTree, OPAQUE_XATTR};
@@ -34,9 +32,7 @@ pub fn store_layer(repo: &Repository, layer: &LayerTree) -> Result<Digest> {
 
 /// Reads a layer tree stored by [`store_layer`].
 pub fn load_layer(repo: &Repository, digest: &Digest) -> Result<LayerTree> {
-    let mut bytes = Vec::new();
-    repo.open_object(digest)?
-        .read_to_end(&mut bytes)
+    let bytes = crate::bounded::read_to_end(repo.open_object(digest)?, crate::bounded::MAX_IMAGE)
         .with_context(|| format!("reading layer image {digest}"))?;
     let mut tree = read_image(&bytes).with_context(|| format!("reading layer image {digest}"))?;
     drop(bytes);

@@ -1,7 +1,6 @@
 //! OCI image layout directories (`oci:DIR[:TAG]`), read without skopeo: `index.json`, then
 //! `blobs/<alg>/<hex>`. The tag is the `org.opencontainers.image.ref.name` annotation.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +8,7 @@ use anyhow::{Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
 use super::{FetchedManifest, ImageSource, MAX_JSON, pick_platform, verify_bytes};
+use crate::bounded;
 use crate::oci::error::OciError;
 
 /// The annotation naming a manifest in an index (image-spec, annotations.md).
@@ -58,10 +58,7 @@ impl OciDir {
             anyhow::bail!("{what}: {} bytes is too large", desc.size());
         }
         let path = self.blob_path(desc.digest());
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|f| f.take(MAX_JSON + 1).read_to_end(&mut bytes))
-            .with_context(|| format!("{what}: reading {}", path.display()))?;
+        let bytes = bounded::read_file(&path, MAX_JSON).with_context(|| what.to_string())?;
         verify_bytes(what, desc.digest(), &bytes)?;
         Ok(bytes)
     }
@@ -71,11 +68,8 @@ impl ImageSource for OciDir {
     fn manifest(&self) -> Result<FetchedManifest> {
         let what = self.what();
         let index_path = self.path.join("index.json");
-        let index: ImageIndex = serde_json::from_slice(
-            &std::fs::read(&index_path)
-                .with_context(|| format!("reading {}", index_path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", index_path.display()))?;
+        let index: ImageIndex = serde_json::from_slice(&bounded::read_file(&index_path, MAX_JSON)?)
+            .with_context(|| format!("parsing {}", index_path.display()))?;
         let candidates: Vec<&Descriptor> = index
             .manifests()
             .iter()
@@ -122,8 +116,9 @@ impl ImageSource for OciDir {
 
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let path = self.blob_path(desc.digest());
-        let file = File::open(&path)
-            .with_context(|| format!("{}: opening blob {}", self.what(), path.display()))?;
+        // A FIFO here would block the pull forever; only regular files are blobs.
+        let (file, _) = bounded::open_regular(&path)
+            .with_context(|| format!("{}: blob {}", self.what(), desc.digest()))?;
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
     }
 
