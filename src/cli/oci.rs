@@ -246,7 +246,7 @@ impl Inspect {
 pub struct Rm {
     #[command(flatten)]
     repo: super::RepoArg,
-    /// Tag names.
+    /// Tag names; when one names no image, none is removed.
     #[arg(required = true)]
     names: Vec<String>,
 }
@@ -254,10 +254,7 @@ pub struct Rm {
 impl Rm {
     pub fn run(self) -> Result<()> {
         let repo = Repository::open(&self.repo.repo)?;
-        for name in &self.names {
-            record::remove(&repo, name)?;
-        }
-        Ok(())
+        record::remove_all(&repo, &self.names)
     }
 }
 

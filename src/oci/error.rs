@@ -96,6 +96,18 @@ pub enum OciError {
     /// An image tagged in the repository was not found.
     #[error("no image named '{0}' in the repository (see `cfsctl oci images`)")]
     UnknownTag(String),
+    /// Several names given to `oci rm` that name no image; nothing was removed.
+    #[error("no images named {} in the repository (see `cfsctl oci images`); nothing removed",
+            .0.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "))]
+    UnknownTags(Vec<String>),
+    /// A tag name that cannot be stored or listed; refused before anything is fetched.
+    #[error("tag {name:?}: {reason}")]
+    InvalidTag {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A record the tag's object list does not name (a pull interrupted between writing the
     /// record ref and the tag); pulling again repairs it.
     #[error(

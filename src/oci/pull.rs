@@ -51,6 +51,17 @@ pub enum Tagging {
     None,
 }
 
+impl Tagging {
+    /// The tag published for an image pulled from `reference`.
+    pub fn name(&self, reference: &str) -> Option<String> {
+        match self {
+            Tagging::Reference => Some(reference.to_string()),
+            Tagging::Name(n) => Some(n.clone()),
+            Tagging::None => None,
+        }
+    }
+}
+
 /// Hooks for a progress display (all default to nothing). Called from importer threads.
 pub trait PullProgress: Sync {
     /// Layers to fetch and their total (compressed) size, once known.
@@ -106,6 +117,10 @@ pub fn pull(
     reference: &ImageReference,
     opts: &PullOptions<'_>,
 ) -> Result<PullResult> {
+    // A tag that cannot be stored fails now, not after the whole pull.
+    if let Some(tag) = opts.tagging.name(&reference.to_string()) {
+        record::validate_tag(&tag)?;
+    }
     let src = source::open(reference, &opts.source)?;
     let result = pull_from(repo, &*src, &reference.to_string(), opts);
     let closed = src.close();
@@ -121,12 +136,11 @@ pub fn pull_from(
     name: &str,
     opts: &PullOptions<'_>,
 ) -> Result<PullResult> {
+    let tag = opts.tagging.name(name);
+    if let Some(tag) = &tag {
+        record::validate_tag(tag)?;
+    }
     let manifest = src.manifest()?;
-    let tag = match &opts.tagging {
-        Tagging::Reference => Some(name.to_string()),
-        Tagging::Name(n) => Some(n.clone()),
-        Tagging::None => None,
-    };
     if let Some(tag) = &tag
         && let Some(result) = up_to_date(repo, tag, &manifest, opts)?
     {

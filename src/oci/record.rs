@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::OciError;
 use super::reference::{decode_tag, encode_tag};
+use super::source::MAX_JSON;
 use crate::fsverity::Digest;
 use crate::repo::{RepoError, Repository};
 
@@ -73,6 +74,34 @@ pub struct ImageRecord {
     pub sealed: Option<String>,
     /// Layers, bottom first.
     pub layers: Vec<LayerRecord>,
+}
+
+/// Longest tag once encoded ([`encode_tag`]): one file name in `refs/oci/tags/`, at most
+/// `NAME_MAX` (255) bytes on Linux filesystems.
+pub const MAX_ENCODED_TAG: usize = 255;
+
+/// Checks a tag name before a pull fetches anything: not empty, no control characters (a
+/// newline or tab would break the one-line-per-tag listing of `oci images`), and short
+/// enough, encoded, to be a ref file name.
+pub fn validate_tag(name: &str) -> Result<(), OciError> {
+    let bad = |reason: String| OciError::InvalidTag {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("empty".into()));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(bad(format!("contains the control character {c:?}")));
+    }
+    let encoded = encode_tag(name).len();
+    if encoded > MAX_ENCODED_TAG {
+        return Err(bad(format!(
+            "too long: {encoded} bytes once encoded for the ref name, at most \
+             {MAX_ENCODED_TAG} (bytes other than [A-Za-z0-9._:@+=-] take 3)"
+        )));
+    }
+    Ok(())
 }
 
 /// Ref name of a tag.
@@ -136,9 +165,8 @@ pub fn load(repo: &Repository, name: &str) -> Result<ImageRecord> {
     let members = repo
         .read_object_list(&list)
         .with_context(|| format!("reading the object list of tag {name} (object {list})"))?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut repo.open_object(&rec)?, &mut bytes)
-        .with_context(|| format!("reading the record of {name}"))?;
+    let bytes = crate::bounded::read_to_end(repo.open_object(&rec)?, MAX_JSON)
+        .with_context(|| format!("reading the record of {name} (object {rec})"))?;
     let record: ImageRecord = serde_json::from_slice(&bytes)
         .with_context(|| format!("parsing the record of {name} (object {rec})"))?;
     let named = |d: &Digest| members.binary_search(d).is_ok();
@@ -194,6 +222,31 @@ pub fn remove(repo: &Repository, name: &str) -> Result<()> {
     }
     if !found {
         return Err(OciError::UnknownTag(name.to_string()).into());
+    }
+    Ok(())
+}
+
+/// Removes the tags `names`, all or none: when any of them names no image
+/// ([`OciError::UnknownTags`], listing every such name), nothing is removed, so a mistyped
+/// name in a list does not leave the removal half done.
+pub fn remove_all(repo: &Repository, names: &[String]) -> Result<()> {
+    let mut missing = Vec::new();
+    for name in names {
+        let exists = |r: &str| match repo.resolve_ref(r) {
+            Ok(_) => Ok(true),
+            Err(e) if missing_ref(&e) => Ok(false),
+            Err(e) => Err(e),
+        };
+        if !exists(&tag_ref(name))? && !exists(&record_ref(name))? {
+            missing.push(name.clone());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(OciError::UnknownTags(missing).into());
+    }
+    let mut done = std::collections::HashSet::new();
+    for name in names.iter().filter(|n| done.insert(*n)) {
+        remove(repo, name)?;
     }
     Ok(())
 }
