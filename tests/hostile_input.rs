@@ -382,3 +382,30 @@ fn from_dump_images_naming_absent_objects_warn() {
         assert!(err.contains(&shown), "{shown}: {err}");
     }
 }
+
+/// `install` takes the name `oci pull` tagged and printed (the reference itself), from the
+/// repository, also once the source is gone; it does not pull that reference again.
+#[test]
+fn install_takes_the_tag_oci_pull_printed() {
+    use common::osimage::{Target, base_layer, publish};
+    let t = Target::new();
+    publish(&t.layout, "stable", &[base_layer(1)], "1");
+    let origin = t.origin("stable");
+    let pulled = run_ok(
+        cfsctl()
+            .args(["oci", "pull", "--json", "--repo"])
+            .arg(&t.src)
+            .arg(&origin),
+    );
+    let pulled: serde_json::Value = serde_json::from_slice(&pulled.stdout).unwrap();
+    let tag = pulled["tag"].as_str().unwrap();
+    assert_eq!(tag, origin);
+    std::fs::remove_dir_all(&t.layout).unwrap();
+    let out = t.install(tag);
+    let digest = pulled["image_digest"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("installed {digest}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

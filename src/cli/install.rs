@@ -23,8 +23,9 @@ pub struct Install {
     repo: super::RepoArg,
     #[command(flatten)]
     transport: TransportArgs,
-    /// The image: an image reference (docker://..., oci:DIR[:TAG]: pulled into --repo first),
-    /// a tag `cfsctl oci pull` made, or an image digest or ref in --repo.
+    /// The image: a tag `cfsctl oci pull` made (used as it is, also when it is the reference
+    /// the pull printed: pull again to update it), an image reference (docker://...,
+    /// oci:DIR[:TAG]: pulled into --repo first), or an image digest or ref in --repo.
     image: String,
     /// The target's physical root filesystem (gets composefs/ and state/).
     #[arg(
@@ -125,8 +126,15 @@ impl Install {
     }
 
     /// The image to install (a name `BootableImage::load` takes), the origin it implies and
-    /// its OCI record: a reference is pulled first; a tag is looked up.
+    /// its OCI record: a tag of the repository is used as it is, even one that reads as a
+    /// reference (`oci pull` tags an image with the reference it pulled, and prints that
+    /// name); any other reference is pulled first.
     fn resolve(&self, src: &Repository) -> Result<(String, Option<String>, Option<ImageRecord>)> {
+        match record::load(src, &self.image) {
+            Ok(r) => return Ok((r.image.clone(), Some(r.reference.clone()), Some(r))),
+            Err(e) if matches!(crate::oci::error::find(&e), Some(OciError::UnknownTag(_))) => {}
+            Err(e) => return Err(e),
+        }
         if let Ok(reference) = self.image.parse::<ImageReference>() {
             let bar = Bar::new();
             let opts = PullOptions {
@@ -144,12 +152,6 @@ impl Install {
                 Some(pulled.record),
             ));
         }
-        match record::load(src, &self.image) {
-            Ok(r) => Ok((r.image.clone(), Some(r.reference.clone()), Some(r))),
-            Err(e) if matches!(crate::oci::error::find(&e), Some(OciError::UnknownTag(_))) => {
-                Ok((self.image.clone(), None, None))
-            }
-            Err(e) => Err(e),
-        }
+        Ok((self.image.clone(), None, None))
     }
 }
