@@ -14,7 +14,11 @@ shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
 [ -d corpus ] || ./seeds.sh >/dev/null
-nice -n 19 cargo +nightly fuzz build -O "${targets[@]}" 2>&1 | tail -1 >&2 || true
+for t in "${targets[@]}"; do
+    nice -n 19 cargo +nightly fuzz build -O "$t" 2>&1 | tail -1 >&2
+done
+parallel=()
+[ "$jobs" -le 1 ] || parallel=(-jobs="$jobs" -workers="$jobs")
 mkdir -p logs
 status=0
 rows=()
@@ -24,11 +28,11 @@ for t in "${targets[@]}"; do
     log=logs/$t.log
     # -rss_limit_mb: the targets refuse large inputs themselves; more memory is a finding.
     nice -n 19 cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 -jobs="$jobs" -workers="$jobs" \
+        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 "${parallel[@]}" \
         -print_final_stats=1 >"$log" 2>&1 && rc=0 || rc=$?
     # With -jobs, libFuzzer writes one fuzz-N.log per job.
-    execs=$(cat "$log" fuzz-*.log 2>/dev/null | sed -n 's/^stat::number_of_executed_units: *//p' \
-        | awk '{s+=$1} END {print s+0}')
+    execs=$({ cat "$log"; cat fuzz-*.log 2>/dev/null || true; } \
+        | sed -n 's/^stat::number_of_executed_units: *//p' | awk '{s+=$1} END {print s+0}')
     rm -f fuzz-*.log
     found=$(( $(ls "artifacts/$t" | wc -l) - before ))
     corpus=$(ls "corpus/$t" | wc -l)
