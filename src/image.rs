@@ -51,11 +51,11 @@ pub struct BuildOptions {
 impl BuildOptions {
     /// What reproduces `oci pull`'s digest from the image's root filesystem on disk: every
     /// file type and xattr read as the layers carry them (the canonicalization then filters),
-    /// mtimes kept, hard links folded into one inode (as tar hard links are), the default
-    /// EROFS versions pull writes, then `canonical`.
+    /// mtimes kept, hard links folded into one inode (as tar hard links are), the EROFS
+    /// format version pull writes (v1, [`crate::oci::erofs_options`]), then `canonical`.
     pub fn oci(canonical: CanonicalOptions, algorithm: Algorithm, threads: usize) -> BuildOptions {
         BuildOptions {
-            write: WriteOptions::default(),
+            write: crate::oci::erofs_options(),
             scan: ScanOptions {
                 use_epoch: false,
                 xattrs: XattrFilter::All,

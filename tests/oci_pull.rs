@@ -203,7 +203,10 @@ fn seal_then_require_sealed_and_tampering() {
         ..PullOptions::default()
     };
     let err = pull(&repo_b, &oci_ref(&img.dir, "v1"), &strict).unwrap_err();
-    assert!(matches!(find(&err), Some(OciError::Unsealed(_))), "{err:#}");
+    assert!(
+        matches!(find(&err), Some(OciError::Unsealed { .. })),
+        "{err:#}"
+    );
     assert!(tags(&repo_b).is_empty());
     common::assert_fsck_clean(repo_b.path());
 
@@ -217,15 +220,49 @@ fn seal_then_require_sealed_and_tampering() {
             .arg(format!("oci:{}:v1", sealed_dir.display())),
     );
     let sealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let label = format!("sha256:{}", plain.image_digest.to_hex());
-    assert_eq!(sealed["image_digest"], label.as_str());
-    // Layer blobs unchanged.
+    let label = plain.image_digest.to_hex();
+    let merged_key = "composefs.merged.erofs.v1.fsverity-sha256-12";
+    let layer_key = "composefs.layer.erofs.v1.fsverity-sha256-12";
+    let config_key = "composefs.config.fsverity-sha256-12";
+    assert_eq!(sealed["digests"][0]["merged"], label.as_str());
+    assert_eq!(sealed["annotations"][merged_key], label.as_str());
+    // Layer blobs and the config unchanged; the annotations are the computed digests.
     for (digest, _, _) in &img.v1.layers {
         assert_eq!(
             ociimage::read_blob(&sealed_dir, digest),
             ociimage::read_blob(&img.dir, digest)
         );
     }
+    let mut manifest = None;
+    ociimage::edit_image(&sealed_dir, "v1", |m, _| manifest = Some(m.clone()));
+    let manifest = manifest.unwrap();
+    assert_eq!(
+        manifest["config"]["digest"],
+        plain.record.config_digest.as_str()
+    );
+    let config_bytes =
+        ociimage::read_blob(&sealed_dir, manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(
+        manifest["config"]["annotations"][config_key],
+        cfsctl::fsverity::digest_bytes(Algorithm::Sha256, &config_bytes)
+            .to_hex()
+            .as_str()
+    );
+    for (desc, layer) in manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&plain.record.layers)
+    {
+        assert_eq!(desc["annotations"][layer_key], layer.layer_image.as_str());
+    }
+    assert_eq!(manifest["annotations"][merged_key], label.as_str());
+    // Not a bootc image (no containers.bootc label): no boot variant.
+    assert!(
+        manifest["annotations"]
+            .get("composefs.merged.bootable.erofs.v1.fsverity-sha256-12")
+            .is_none()
+    );
     let ok = pull(&repo_b, &oci_ref(&sealed_dir, "v1"), &strict).unwrap();
     assert_eq!(ok.image_digest, plain.image_digest);
     assert_eq!(ok.record.sealed.as_deref(), Some(label.as_str()));
@@ -243,45 +280,55 @@ fn seal_then_require_sealed_and_tampering() {
     assert!(tags(&repo512).is_empty());
     common::assert_fsck_clean(repo512.path());
 
-    // Tampered label: refused with both digests, nothing tagged.
-    let wrong = format!("sha256:{}", "ab".repeat(32));
-    ociimage::edit_image(&sealed_dir, "v1", |_, config| {
-        config["config"]["Labels"]["containers.composefs.fsverity"] = wrong.clone().into();
-    });
+    // Each tampered annotation is refused with both digests, nothing tagged.
+    let wrong = "ab".repeat(32);
     let (_c, repo_c) = new_repo();
-    let err = pull(
-        &repo_c,
-        &oci_ref(&sealed_dir, "v1"),
-        &PullOptions::default(),
-    )
-    .unwrap_err();
+    let tamper = |edit: &dyn Fn(&mut serde_json::Value)| {
+        ociimage::edit_image(&sealed_dir, "v1", |m, _| {
+            *m = manifest.clone();
+            edit(m);
+        });
+        let err = pull(
+            &repo_c,
+            &oci_ref(&sealed_dir, "v1"),
+            &PullOptions::default(),
+        )
+        .unwrap_err();
+        assert!(tags(&repo_c).is_empty());
+        common::assert_fsck_clean(repo_c.path());
+        err
+    };
+    let err = tamper(&|m| m["annotations"][merged_key] = wrong.clone().into());
     let msg = format!("{err:#}");
     assert!(
-        matches!(find(&err), Some(OciError::SealMismatch { .. })),
+        matches!(find(&err), Some(OciError::SealMismatch { key, .. }) if key == merged_key),
         "{msg}"
     );
     assert!(msg.contains(&wrong) && msg.contains(&label), "{msg}");
-    assert!(tags(&repo_c).is_empty());
-    common::assert_fsck_clean(repo_c.path());
-
-    // Tampered layer annotation: refused too.
-    ociimage::edit_image(&sealed_dir, "v1", |manifest, config| {
-        config["config"]["Labels"]["containers.composefs.fsverity"] = label.clone().into();
-        manifest["layers"][1]["annotations"]["containers.composefs.layer.fsverity"] =
-            wrong.clone().into();
-    });
-    let err = pull(
-        &repo_c,
-        &oci_ref(&sealed_dir, "v1"),
-        &PullOptions::default(),
-    )
-    .unwrap_err();
+    let err = tamper(&|m| m["config"]["annotations"][config_key] = wrong.clone().into());
+    assert!(
+        matches!(find(&err), Some(OciError::SealMismatch { key, .. }) if key == config_key),
+        "{err:#}"
+    );
+    let err = tamper(&|m| m["layers"][1]["annotations"][layer_key] = wrong.clone().into());
     assert!(
         matches!(find(&err), Some(OciError::LayerSealMismatch { .. })),
         "{err:#}"
     );
+    // Without the config annotation the image is not sealed for --require-sealed.
+    ociimage::edit_image(&sealed_dir, "v1", |m, _| {
+        *m = manifest.clone();
+        m["config"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(config_key);
+    });
+    let err = pull(&repo_c, &oci_ref(&sealed_dir, "v1"), &strict).unwrap_err();
+    assert!(
+        matches!(find(&err), Some(OciError::Unsealed { missing, .. }) if missing == config_key),
+        "{err:#}"
+    );
     assert!(tags(&repo_c).is_empty());
-    common::assert_fsck_clean(repo_c.path());
 }
 
 #[test]
@@ -322,7 +369,7 @@ fn seal_to_registry_and_pull_sealed_via_cli() {
         "os/sealed:1",
         &dst,
     ]);
-    assert_eq!(format!("sha256:{}", digest.trim()), label.trim());
+    assert_eq!(digest.trim(), label.trim());
     let images = run(&["images", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&images).unwrap();
     assert_eq!(v[0]["name"], "os/sealed:1");

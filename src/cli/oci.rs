@@ -37,7 +37,8 @@ enum OciCommand {
     Mount(MountCmd),
     /// Print the composefs digest of an image without tagging it.
     ComputeId(ComputeId),
-    /// Write a copy of an image that carries its composefs digests (label + annotations).
+    /// Write a copy of an image whose manifest carries its composefs digests (the composefs
+    /// OCI sealing specification's inline annotations).
     Seal(Seal),
 }
 
@@ -126,7 +127,7 @@ pub struct Pull {
     /// Tag name (default: the reference as written).
     #[arg(long, value_name = "NAME")]
     tag: Option<String>,
-    /// Refuse images without the containers.composefs.fsverity label.
+    /// Refuse images without the merged and config composefs annotations (`oci seal`).
     #[arg(long)]
     require_sealed: bool,
     /// Print the result as JSON.
@@ -304,6 +305,10 @@ pub struct ComputeId {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Print the digest of the boot variant (`/boot` and `/sysroot` emptied, as bootc
+    /// mounts it) instead.
+    #[arg(long)]
+    bootable: bool,
     /// The image.
     reference: String,
 }
@@ -312,6 +317,27 @@ impl ComputeId {
     pub fn run(self) -> Result<()> {
         let reference = parse_ref(&self.reference)?;
         let (repo, _tmp) = repo_or_temp(self.repo.as_ref())?;
+        if self.bootable {
+            let bar = Bar::new();
+            let progress = bar.as_ref().map(|b| b as &dyn PullProgress);
+            let imported =
+                pull::compute(&repo, &reference, &self.transport.options(), true, progress)
+                    .with_context(|| format!("reading {reference}"))?;
+            drop(bar);
+            let boot = imported
+                .bootable_digest
+                .context("no boot variant computed")?;
+            if self.json {
+                let v = serde_json::json!({
+                    "image_digest": imported.image_digest.to_hex(),
+                    "bootable_digest": boot.to_hex(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{boot}");
+            }
+            return Ok(());
+        }
         let bar = Bar::new();
         let opts = PullOptions {
             tagging: Tagging::None,
@@ -337,6 +363,16 @@ pub struct Seal {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// fs-verity algorithm of the published digests (repeat or comma-separate for both);
+    /// default: the repository's (sha256 for a temporary one).
+    #[arg(long = "algorithm", value_name = "ALG", value_delimiter = ',')]
+    algorithms: Vec<Algorithm>,
+    /// Publish the boot variant's digest (default: when the config has containers.bootc=1).
+    #[arg(long, overrides_with = "no_bootable")]
+    bootable: bool,
+    /// Do not publish the boot variant's digest.
+    #[arg(long)]
+    no_bootable: bool,
     /// The image to seal.
     source: String,
     /// Where to write the sealed image: oci:DIR[:TAG], docker://..., any skopeo transport.
@@ -352,6 +388,12 @@ impl Seal {
         let opts = SealOptions {
             source: self.transport.options(),
             dest_tls_verify: self.transport.tls_verify,
+            algorithms: self.algorithms,
+            bootable: match (self.bootable, self.no_bootable) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             progress: bar.as_ref().map(|b| b as &dyn PullProgress),
         };
         let result =
@@ -360,7 +402,8 @@ impl Seal {
         if self.json {
             println!("{}", serde_json::to_string_pretty(&result)?);
         } else {
-            println!("{}", result.image_digest);
+            // The merged digest of the first algorithm (the repository's), as `pull` prints.
+            println!("{}", result.digests[0].merged);
         }
         Ok(())
     }

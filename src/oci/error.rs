@@ -27,22 +27,24 @@ pub enum OciError {
         /// Bytes received (so far, when too many).
         actual: u64,
     },
-    /// The merged image's composefs digest differs from the config label
-    /// `containers.composefs.fsverity`.
+    /// A composefs digest of the image (merged, bootable variant, config) differs from its
+    /// annotation (`docs/oci-conventions.md` section 8).
     #[error(
-        "{reference}: composefs digest mismatch: the image is sealed with {expected}, \
+        "{reference}: {key}: composefs digest mismatch: the image is sealed with {expected}, \
          but its content gives {actual}; nothing was tagged"
     )]
     SealMismatch {
         /// The image reference.
         reference: String,
+        /// The annotation.
+        key: String,
         /// The label's value.
         expected: String,
         /// The digest computed from the layers.
         actual: String,
     },
     /// A layer's image digest differs from its descriptor's
-    /// `containers.composefs.layer.fsverity` annotation.
+    /// `composefs.layer.erofs.v1.fsverity-*` annotation.
     #[error(
         "{reference}: layer {layer}: composefs layer digest mismatch: annotated {expected}, \
          computed {actual}; nothing was tagged"
@@ -74,15 +76,21 @@ pub enum OciError {
         /// The repository's algorithm.
         repo: String,
     },
-    /// `--require-sealed` and the config has no `containers.composefs.fsverity` label.
+    /// `--require-sealed` and the manifest lacks the merged or config annotation of the
+    /// repository's algorithm.
     #[error(
-        "{0}: image is not sealed (no containers.composefs.fsverity label in its config) and a \
-         sealed image is required"
+        "{reference}: image is not sealed (no {missing} annotation) and a sealed image is \
+         required; seal it with `cfsctl oci seal`"
     )]
-    Unsealed(String),
-    /// A label or annotation that is not `sha256:<hex>` / `sha512:<hex>`.
+    Unsealed {
+        /// The image reference.
+        reference: String,
+        /// The annotation wanted.
+        missing: String,
+    },
+    /// An annotation whose value is not a digest of its key's algorithm.
     #[error(
-        "{what}: malformed composefs digest '{value}' (want sha256:<64 hex> or sha512:<128 hex>)"
+        "{what}: malformed composefs digest '{value}' (want lower-case hex of the key's algorithm)"
     )]
     MalformedSeal {
         /// Label or annotation name.

@@ -27,17 +27,11 @@ use super::error::OciError;
 use super::record::{self, ImageRecord, LayerRecord};
 use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
-use super::{layer, merge};
-use crate::erofs::writer::{self, WriteOptions};
+use super::{layer, merge, sealspec};
+use crate::erofs::writer;
 use crate::fsverity::{self, Digest};
 use crate::repo::Repository;
 use crate::tree::Tree;
-
-/// Config label holding the merged image's composefs digest (ARCHITECTURE.md, "OCI
-/// conventions").
-pub const IMAGE_LABEL: &str = "containers.composefs.fsverity";
-/// Layer descriptor annotation holding the layer's own composefs digest.
-pub const LAYER_ANNOTATION: &str = "containers.composefs.layer.fsverity";
 
 /// Where the tag goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,7 +71,8 @@ pub trait PullProgress: Sync {
 pub struct PullOptions<'a> {
     /// The tag to publish.
     pub tagging: Tagging,
-    /// Refuse images without the `containers.composefs.fsverity` label.
+    /// Refuse images without the sealing specification's merged and config annotations of
+    /// the repository's algorithm ([`super::sealspec`]).
     pub require_sealed: bool,
     /// How to reach the source.
     pub source: SourceOptions,
@@ -147,8 +142,20 @@ pub fn pull_from(
         return Ok(result);
     }
     let objects_before = repo.objects_stored();
-    let imported = import(repo, src, name, manifest, tag.is_some(), opts.progress)?;
-    let sealed = verify_seal(repo, name, &imported, opts.require_sealed)?;
+    let bootable = match sealspec::wants_bootable(&manifest.manifest, repo.algorithm()) {
+        true => BootVariant::Required,
+        false => BootVariant::No,
+    };
+    let imported = import(
+        repo,
+        src,
+        name,
+        manifest,
+        tag.is_some(),
+        bootable,
+        opts.progress,
+    )?;
+    let sealed = sealspec::verify(repo, name, &imported, opts.require_sealed)?;
 
     // Stored only when tagging (below); without a tag they would be garbage at once.
     let manifest_object = fsverity::digest_bytes(repo.algorithm(), &imported.manifest.bytes);
@@ -160,6 +167,7 @@ pub fn pull_from(
         manifest_object: manifest_object.to_hex(),
         config_object: config_object.to_hex(),
         image: imported.image_digest.to_hex(),
+        erofs_version: crate::repo::OCI_EROFS_VERSION,
         sealed,
         layers: imported.layers.clone(),
     };
@@ -201,11 +209,20 @@ fn up_to_date(
         Err(e) => return Err(e),
     };
     let image = Digest::from_hex(&record.image)?;
-    if record.manifest_digest != manifest.digest || !repo.has_image(&image) {
+    // A record made in an older format (before OCI images were v1) is pulled again: the
+    // merged image gets its v1 digest, re-encoded from the kept layers without fetching.
+    if record.manifest_digest != manifest.digest
+        || record.erofs_version != crate::repo::OCI_EROFS_VERSION
+        || !repo.has_image(&image)
+    {
         return Ok(None);
     }
     if opts.require_sealed && record.sealed.is_none() {
-        return Err(OciError::Unsealed(record.reference).into());
+        return Err(OciError::Unsealed {
+            reference: record.reference,
+            missing: sealspec::key(sealspec::Role::Merged, repo.algorithm()),
+        }
+        .into());
     }
     Ok(Some(PullResult {
         tag: Some(tag.to_string()),
@@ -217,6 +234,18 @@ fn up_to_date(
         bytes_fetched: 0,
         objects_written: 0,
     }))
+}
+
+/// Whether [`import`] computes the boot variant ([`super::bootable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootVariant {
+    /// No.
+    No,
+    /// Yes, and an image that has none ([`super::bootable::BootableError`]) gets none (`oci
+    /// seal` of a `containers.bootc=1` image without `/sysroot`, say).
+    IfPossible,
+    /// Yes; an image that has none is an error.
+    Required,
 }
 
 /// An image whose layers are all in the repository, merged (not yet tagged).
@@ -232,6 +261,8 @@ pub struct Imported {
     /// The fs-verity digest (in the repository's algorithm) of the merged canonical image;
     /// with `store_image`, the image is an object of that digest, not yet under `images/`.
     pub image_digest: Digest,
+    /// The digest of the merged image's boot variant ([`super::bootable`]), when asked for.
+    pub bootable_digest: Option<Digest>,
     /// Layers fetched (the others were known).
     pub layers_fetched: usize,
     /// Blob bytes read.
@@ -240,15 +271,18 @@ pub struct Imported {
 
 /// Fetches the config and the layers the repository lacks, and builds the merged image: with
 /// `store_image` streamed into the repository as an object (unreferenced until linked, so
-/// garbage if a later check fails, as the layers are), else only hashed.
+/// garbage if a later check fails, as the layers are), else only hashed. `bootable` says
+/// whether the digest of its boot variant is computed too (only hashed).
 pub fn import(
     repo: &Repository,
     src: &dyn ImageSource,
     name: &str,
     manifest: FetchedManifest,
     store_image: bool,
+    bootable: BootVariant,
     progress: Option<&dyn PullProgress>,
 ) -> Result<Imported> {
+    repo.record_oci_erofs_version()?;
     let config_bytes = source::fetch_config(src, &manifest.manifest)
         .with_context(|| format!("{name}: fetching the config"))?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes).with_context(|| {
@@ -266,12 +300,28 @@ pub fn import(
             diff_ids.len()
         );
     }
-    // Layers to fetch: diff_ids no tag's record knows, each once.
-    let mut known: HashMap<String, Digest> = record::known_layers(repo)?;
+    // Layers to fetch: diff_ids no tag's record knows, each once. A layer known only in an
+    // older format is re-encoded from its kept image (the tree does not depend on it).
+    let mut known: HashMap<String, Digest> = HashMap::new();
     let mut todo: Vec<(&Descriptor, &str)> = Vec::new();
+    let records = record::known_layers(repo)?;
     for (desc, diff_id) in descs.iter().zip(diff_ids) {
-        if !known.contains_key(diff_id.as_str()) && !todo.iter().any(|t| t.1 == diff_id) {
-            todo.push((desc, diff_id));
+        if known.contains_key(diff_id.as_str()) || todo.iter().any(|t| t.1 == diff_id) {
+            continue;
+        }
+        match records.get(diff_id.as_str()) {
+            Some(k) if k.erofs_version == crate::repo::OCI_EROFS_VERSION => {
+                known.insert(diff_id.to_string(), k.image);
+            }
+            Some(k) => {
+                let tree = layer::load_layer(repo, &k.image).with_context(|| {
+                    format!("{name}: loading layer {diff_id} (image {})", k.image)
+                })?;
+                let image = layer::store_layer(repo, &tree)
+                    .with_context(|| format!("{name}: re-encoding layer {diff_id}"))?;
+                known.insert(diff_id.to_string(), image);
+            }
+            None => todo.push((desc, diff_id)),
         }
     }
     if let Some(p) = progress {
@@ -301,31 +351,74 @@ pub fn import(
         layer::load_layer(repo, &image)
             .with_context(|| format!("{name}: loading layer {diff_id} (image {image})"))
     }))?;
-    let image_digest = merged
+    let mut tree = merged
         .map_err(anyhow::Error::from)
-        .and_then(|tree| {
-            let opts = WriteOptions::default();
-            if store_image {
-                repo.write_object_with(|mut w| Ok(writer::write_image(&tree, &opts, &mut w)?))
-            } else {
-                Ok(writer::compute_digest(&tree, &opts, repo.algorithm())?)
-            }
-        })
         .with_context(|| format!("{name}: building the merged image"))?;
+    let opts = super::erofs_options();
+    let image_digest = if store_image {
+        repo.write_object_with(|mut w| Ok(writer::write_image(&tree, &opts, &mut w)?))
+    } else {
+        writer::compute_digest(&tree, &opts, repo.algorithm()).map_err(Into::into)
+    }
+    .with_context(|| format!("{name}: building the merged image"))?;
+    let bootable_digest = match bootable {
+        BootVariant::No => None,
+        mode => match super::bootable::make_bootable(&mut tree, |t, id| read_file(repo, t, id))
+            .and_then(|()| Ok(writer::compute_digest(&tree, &opts, repo.algorithm())?))
+        {
+            Ok(d) => Some(d),
+            Err(e)
+                if mode == BootVariant::IfPossible
+                    && e.downcast_ref::<super::bootable::BootableError>().is_some() =>
+            {
+                tracing::warn!("{name}: no boot variant: {e:#}");
+                None
+            }
+            Err(e) => return Err(e.context(format!("{name}: building the boot variant"))),
+        },
+    };
+    drop(tree);
     Ok(Imported {
         manifest,
         config_bytes,
         config,
         layers,
         image_digest,
+        bootable_digest,
         layers_fetched,
         bytes_fetched: bytes.into_inner(),
     })
 }
 
+/// The digests of the image at `reference` without tagging anything (`oci compute-id`):
+/// layers are imported into `repo` (reused by a later pull until a `gc`), the merged image
+/// (and with `bootable` its boot variant) only hashed.
+pub fn compute(
+    repo: &Repository,
+    reference: &ImageReference,
+    source: &SourceOptions,
+    bootable: bool,
+    progress: Option<&dyn PullProgress>,
+) -> Result<Imported> {
+    let src = source::open(reference, source)?;
+    let name = reference.to_string();
+    let result = src.manifest().and_then(|m| {
+        let boot = match bootable {
+            true => BootVariant::Required,
+            false => BootVariant::No,
+        };
+        import(repo, &*src, &name, m, false, boot, progress)
+    });
+    let closed = src.close();
+    let result = result?;
+    closed?;
+    Ok(result)
+}
+
 /// Rebuilds the merged image of tag `name` offline, from the layer images the repository
 /// kept (no source needed): the image bytes and their digest, which equals the recorded one
-/// unless a layer image or the rules changed.
+/// unless a layer image or the rules changed. It is written in the format the record says
+/// (so a record from before OCI images were v1 still checks).
 pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
     let record = record::load(repo, name)?;
     let merged = merge_stored_layers(record.layers.iter().map(|l| {
@@ -336,7 +429,8 @@ pub fn rebuild(repo: &Repository, name: &str) -> Result<(Vec<u8>, Digest)> {
     merged
         .map_err(anyhow::Error::from)
         .and_then(|tree| {
-            let bytes = writer::image_bytes(&tree, &WriteOptions::default())?;
+            let opts = super::erofs_options_for(record.erofs_version);
+            let bytes = writer::image_bytes(&tree, &opts)?;
             drop(tree);
             let digest = fsverity::digest_bytes(repo.algorithm(), &bytes);
             Ok((bytes, digest))
@@ -491,132 +585,17 @@ fn fetch_layer(
     layer::store_layer(repo, &tree)
 }
 
-/// Parses a `sha256:<hex>` / `sha512:<hex>` composefs digest label.
-pub fn parse_seal(what: &str, value: &str) -> Result<Digest> {
-    let bad = || OciError::MalformedSeal {
-        what: what.to_string(),
-        value: value.to_string(),
-    };
-    let (alg, hex) = value.split_once(':').ok_or_else(bad)?;
-    let digest = Digest::from_hex(hex).map_err(|_| bad())?;
-    if alg != digest.algorithm().name() {
-        return Err(bad().into());
+/// The content of regular file `id` of a tree whose file objects are in `repo`.
+fn read_file(repo: &Repository, tree: &Tree, id: usize) -> Result<Vec<u8>> {
+    let inode = &tree.inodes[id];
+    if let Some(inline) = &inode.inline {
+        return Ok(inline.to_vec());
     }
-    Ok(digest)
-}
-
-/// `alg:hex` spelling of a composefs digest (the label's form).
-pub fn seal_value(d: &Digest) -> String {
-    format!("{}:{}", d.algorithm().name(), d.to_hex())
-}
-
-/// An image names its file objects by fs-verity digests of the repository's algorithm, so
-/// its bytes (and digest) depend on that algorithm: a seal of another one cannot be checked
-/// here, and is refused rather than ignored.
-fn check_seal_algorithm(
-    repo: &Repository,
-    name: &str,
-    what: &str,
-    value: &str,
-    seal: &Digest,
-) -> Result<()> {
-    if seal.algorithm() != repo.algorithm() {
-        return Err(OciError::SealAlgorithm {
-            reference: name.to_string(),
-            what: what.to_string(),
-            seal: value.to_string(),
-            repo: repo.algorithm().name().to_string(),
-        }
-        .into());
+    let mut out = Vec::new();
+    if let Some(d) = inode.digest {
+        repo.open_object(&d)?
+            .read_to_end(&mut out)
+            .with_context(|| format!("reading object {d}"))?;
     }
-    Ok(())
-}
-
-/// Checks the config label and the layer annotations; returns the label when sealed.
-fn verify_seal(
-    repo: &Repository,
-    name: &str,
-    imported: &Imported,
-    require_sealed: bool,
-) -> Result<Option<String>> {
-    for (desc, layer) in imported
-        .manifest
-        .manifest
-        .layers()
-        .iter()
-        .zip(&imported.layers)
-    {
-        let Some(value) = desc
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(LAYER_ANNOTATION))
-        else {
-            continue;
-        };
-        let expected = parse_seal(LAYER_ANNOTATION, value)?;
-        check_seal_algorithm(repo, name, LAYER_ANNOTATION, value, &expected)?;
-        let actual = Digest::from_hex(&layer.layer_image)?;
-        if actual != expected {
-            return Err(OciError::LayerSealMismatch {
-                reference: name.to_string(),
-                layer: layer.digest.clone(),
-                expected: value.clone(),
-                actual: seal_value(&actual),
-            }
-            .into());
-        }
-    }
-    let label = imported
-        .config
-        .config()
-        .as_ref()
-        .and_then(|c| c.labels().as_ref())
-        .and_then(|l| l.get(IMAGE_LABEL));
-    let Some(value) = label else {
-        if require_sealed {
-            return Err(OciError::Unsealed(name.to_string()).into());
-        }
-        return Ok(None);
-    };
-    let expected = parse_seal(IMAGE_LABEL, value)?;
-    check_seal_algorithm(repo, name, IMAGE_LABEL, value, &expected)?;
-    let actual = imported.image_digest;
-    if actual != expected {
-        return Err(OciError::SealMismatch {
-            reference: name.to_string(),
-            expected: value.clone(),
-            actual: seal_value(&actual),
-        }
-        .into());
-    }
-    Ok(Some(value.clone()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fsverity::Algorithm;
-
-    #[test]
-    fn seal_values() {
-        let hex = "0f".repeat(32);
-        let d = parse_seal("l", &format!("sha256:{hex}")).unwrap();
-        assert_eq!(seal_value(&d), format!("sha256:{hex}"));
-        let hex512 = "a1".repeat(64);
-        let d = parse_seal("l", &format!("sha512:{hex512}")).unwrap();
-        assert_eq!(d.algorithm(), Algorithm::Sha512);
-        for bad in [
-            hex.clone(),
-            format!("sha512:{hex}"),
-            format!("sha256:{hex512}"),
-            format!("sha256:{}", "zz".repeat(32)),
-            "sha256:".to_string(),
-        ] {
-            let e = parse_seal("l", &bad).unwrap_err();
-            assert!(
-                matches!(e.downcast_ref(), Some(OciError::MalformedSeal { .. })),
-                "{bad}"
-            );
-        }
-    }
+    Ok(out)
 }

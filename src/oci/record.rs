@@ -70,7 +70,12 @@ pub struct ImageRecord {
     pub config_object: String,
     /// fs-verity digest (hex) of the merged, canonical image.
     pub image: String,
-    /// The `containers.composefs.fsverity` label, when the image is sealed (verified).
+    /// The composefs EROFS format version of the merged and layer images
+    /// ([`crate::oci::erofs_options_for`]); 0 in records made before it was recorded.
+    #[serde(default)]
+    pub erofs_version: u32,
+    /// The merged image's `composefs.merged.erofs.v1.fsverity-*` annotation (hex), when the
+    /// image is sealed (verified).
     pub sealed: Option<String>,
     /// Layers, bottom first.
     pub layers: Vec<LayerRecord>,
@@ -251,10 +256,20 @@ pub fn remove_all(repo: &Repository, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A layer image some tag keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownLayer {
+    /// The layer image.
+    pub image: Digest,
+    /// Its composefs EROFS format version (from the record that names it).
+    pub erofs_version: u32,
+}
+
 /// Layer images by diff_id, from the records of the current tags (each checked against its
-/// tag's list by [`load`], so these images are kept alive by a ref) whose image is present.
+/// tag's list by [`load`], so these images are kept alive by a ref) whose image is present;
+/// an image in the current OCI format is preferred to one in an older format.
 /// A tag that does not load only costs a warning: its layers are fetched again.
-pub fn known_layers(repo: &Repository) -> Result<HashMap<String, Digest>> {
+pub fn known_layers(repo: &Repository) -> Result<HashMap<String, KnownLayer>> {
     let mut out = HashMap::new();
     for name in tag_names(repo)? {
         let record = match load(repo, &name) {
@@ -265,9 +280,19 @@ pub fn known_layers(repo: &Repository) -> Result<HashMap<String, Digest>> {
             }
         };
         for l in record.layers {
-            let d = Digest::from_hex(&l.layer_image)?;
-            if repo.has_object(&d) {
-                out.insert(l.diff_id, d);
+            let known = KnownLayer {
+                image: Digest::from_hex(&l.layer_image)?,
+                erofs_version: record.erofs_version,
+            };
+            if !repo.has_object(&known.image) {
+                continue;
+            }
+            let current = |k: &KnownLayer| k.erofs_version == crate::repo::OCI_EROFS_VERSION;
+            match out.get(&l.diff_id) {
+                Some(have) if current(have) || !current(&known) => {}
+                _ => {
+                    out.insert(l.diff_id, known);
+                }
             }
         }
     }
@@ -287,6 +312,7 @@ mod tests {
             manifest_object: image.to_hex(),
             config_object: image.to_hex(),
             image: image.to_hex(),
+            erofs_version: crate::repo::OCI_EROFS_VERSION,
             sealed: None,
             layers: vec![LayerRecord {
                 digest: format!("sha256:{}", "3".repeat(64)),
@@ -318,7 +344,7 @@ mod tests {
             vec![(name.to_string(), record(&a, &l))]
         );
         let diff_id = format!("sha256:{}", "4".repeat(64));
-        assert_eq!(known_layers(&repo).unwrap()[&diff_id], l);
+        assert_eq!(known_layers(&repo).unwrap()[&diff_id].image, l);
         // The tag names one object list holding everything the record needs.
         let list_obj = repo.resolve_ref(&tag_ref(name)).unwrap();
         let members = repo.read_object_list(&list_obj).unwrap();
@@ -354,5 +380,34 @@ mod tests {
         repo.set_ref(&tag_ref("broken"), &a).unwrap();
         assert!(list(&repo).is_err());
         assert!(known_layers(&repo).unwrap().is_empty());
+    }
+
+    #[test]
+    fn known_layers_prefer_the_current_format_and_old_records_read_as_v0() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repository::init(td.path(), Algorithm::Sha256).unwrap();
+        let a = repo.write_object(b"image a").unwrap();
+        let old_layer = repo.write_object(b"layer v0").unwrap();
+        let new_layer = repo.write_object(b"layer v1").unwrap();
+        // A record as an older cfsctl wrote it: no erofs_version.
+        let mut old = serde_json::to_value(record(&a, &old_layer)).unwrap();
+        old.as_object_mut().unwrap().remove("erofs_version");
+        let old: ImageRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.erofs_version, 0);
+        let diff_id = format!("sha256:{}", "4".repeat(64));
+        for (first, second) in [("a", "b"), ("d", "c")] {
+            publish(&repo, first, &old).unwrap();
+            let k = known_layers(&repo).unwrap()[&diff_id];
+            assert_eq!((k.image, k.erofs_version), (old_layer, 0));
+            publish(&repo, second, &record(&a, &new_layer)).unwrap();
+            let k = known_layers(&repo).unwrap()[&diff_id];
+            assert_eq!(
+                (k.image, k.erofs_version),
+                (new_layer, 1),
+                "{first} {second}"
+            );
+            remove(&repo, first).unwrap();
+            remove(&repo, second).unwrap();
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! On disk (see `docs/` and ARCHITECTURE.md):
 //! ```text
-//! <repo>/meta.json               {"version": 1, "algorithm": "fsverity-sha256-12"}
+//! <repo>/meta.json               {"version": 1, "algorithm": "fsverity-sha256-12",
+//!                                 "oci_erofs_version": 1}
 //! <repo>/objects/XX/<rest>       every blob, named by its fs-verity digest
 //! <repo>/images/<hex>            -> ../objects/XX/<rest>   the only things that may be mounted
 //! <repo>/refs/<name...>          -> ../objects/XX/<rest>   GC roots (tags, deployments)
@@ -21,6 +22,7 @@
 //! life of the value; garbage collection ([`Repository::gc`]) takes it exclusively with
 //! [`Repository::lock_exclusive`], which waits until no other process has the repository open.
 
+mod format;
 mod fsck;
 mod gc;
 pub(crate) mod images;
@@ -29,6 +31,7 @@ mod statcache;
 mod stream;
 pub(crate) mod trust;
 
+pub use format::OCI_EROFS_VERSION;
 pub use objects::Imported;
 pub use statcache::StatCache;
 pub use stream::StreamObjectError;
@@ -72,6 +75,18 @@ const TMP_PREFIX: &str = crate::atomic::TMP_PREFIX;
 /// returned by [`Repository`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// `meta.json` records a composefs EROFS format for OCI images this program does not
+    /// write.
+    #[error(
+        "{path}: OCI images in this repository are recorded as composefs EROFS format \
+         v{version}, but this cfsctl writes only v{OCI_EROFS_VERSION}"
+    )]
+    UnsupportedOciFormat {
+        /// The repository.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
     /// The directory has no `meta.json`.
     #[error("{0}: not a repository (no meta.json); create one with `cfsctl init`")]
     NotARepository(PathBuf),
@@ -150,6 +165,10 @@ struct RepoMeta {
     version: u32,
     /// `fsverity-<alg>-<log2 block size>`, the spelling composefs-rs uses.
     algorithm: String,
+    /// The composefs EROFS format version of images made from OCI images (`format.rs`);
+    /// absent in repositories from before it was recorded (their OCI images are v0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oci_erofs_version: Option<u32>,
 }
 
 fn algorithm_to_meta(a: Algorithm) -> String {
@@ -176,6 +195,8 @@ pub struct Repository {
     refs: OwnedFd,
     algorithm: Algorithm,
     verity_supported: bool,
+    /// `meta.json`'s `oci_erofs_version`, set once when an old repository is migrated.
+    oci_erofs_version: std::sync::OnceLock<u32>,
     /// Objects this handle gave a name (not those another writer stored first).
     stored: AtomicU64,
 }
@@ -225,6 +246,7 @@ impl Repository {
         let meta = RepoMeta {
             version: REPO_FORMAT_VERSION,
             algorithm: algorithm_to_meta(algorithm),
+            oci_erofs_version: Some(OCI_EROFS_VERSION),
         };
         let json = serde_json::to_vec_pretty(&meta).expect("serializable");
         write_file_atomic(&dir, META_JSON, &json, RenameFlags::NOREPLACE).map_err(|e| {
@@ -288,6 +310,7 @@ impl Repository {
                 meta.algorithm
             )
         })?;
+        format::check_oci_erofs_version(&path, meta.oci_erofs_version)?;
         rustix::fs::flock(&dir, FlockOperation::LockShared)
             .with_context(|| format!("locking repository {}", path.display()))?;
         // The top directories are never symlinks: one could lead the repository elsewhere.
@@ -310,6 +333,10 @@ impl Repository {
             refs,
             algorithm,
             verity_supported: false,
+            oci_erofs_version: match meta.oci_erofs_version {
+                Some(v) => std::sync::OnceLock::from(v),
+                None => std::sync::OnceLock::new(),
+            },
             stored: AtomicU64::new(0),
         };
         repo.verity_supported = repo.probe_verity();

@@ -1,8 +1,9 @@
-//! Keeping layer trees in the repository: a layer tree is written as a composefs image with
-//! the default format versions (0, raised to 1 when the layer has whiteouts, exactly as
-//! mkcomposefs would for the same tree) and stored as an object. Its fs-verity digest is the
-//! layer's `containers.composefs.layer.fsverity` value; reading the object back gives the
-//! same tree, so images can be re-merged without fetching the layer again.
+//! Keeping layer trees in the repository: a layer tree is written as a composefs image in
+//! the OCI format version ([`crate::oci::erofs_options`]: v1, exactly as `mkcomposefs
+//! --min-version=1` would for the same tree, whiteouts escaped) and stored as an object. Its
+//! fs-verity digest is the layer's `composefs.layer.erofs.v1.fsverity-*` value; reading the
+//! object back gives the same tree (whatever version it was written in), so images can be
+//! re-merged without fetching the layer again.
 
 use anyhow::{Context, Result};
 
@@ -13,9 +14,9 @@ use crate::fsverity::{Algorithm, Digest};
 use crate::oci::merge::compact_in_place;
 use crate::repo::Repository;
 
-/// Format versions of layer images (mkcomposefs's defaults).
+/// Format version of layer images: the OCI one.
 fn write_options() -> WriteOptions {
-    WriteOptions::default()
+    crate::oci::erofs_options()
 }
 
 /// The fs-verity digest of the layer's composefs image, without storing anything.
