@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::oci::Bar;
+use super::output::{json as print_json, note, outln};
 use crate::deploy::config::AutoUpdate;
 use crate::deploy::etc::ConflictPolicy;
 use crate::deploy::status::{DeploymentStatus, Status};
@@ -44,11 +45,6 @@ impl HostArgs {
             setup_conf: None,
         })
     }
-}
-
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 /// `cfsctl upgrade` and `cfsctl switch`.
@@ -108,7 +104,7 @@ impl Upgrade {
         if self.auto {
             match host.config.auto_update {
                 AutoUpdate::None => {
-                    eprintln!("cfsctl: auto-update = none in the config: nothing to do");
+                    note!("cfsctl: auto-update = none in the config: nothing to do");
                     return Ok(ExitCode::SUCCESS);
                 }
                 AutoUpdate::Check => self.check = true,
@@ -137,7 +133,7 @@ impl Upgrade {
         let code = match &outcome {
             UpgradeOutcome::NoUpdate { origin, id, reason } => {
                 if !self.json {
-                    println!("no update: {origin} gives {id} ({reason})");
+                    outln!("no update: {origin} gives {id} ({reason})")?;
                 }
                 return Ok(ExitCode::from(EXIT_NO_UPDATE));
             }
@@ -149,10 +145,10 @@ impl Upgrade {
                 layers_total,
             } => {
                 if !self.json {
-                    println!(
+                    outln!(
                         "update available: {origin} now names {manifest_digest}: \
                          {layers_to_fetch} of {layers_total} layers to fetch ({bytes_to_fetch} bytes)"
-                    );
+                    )?;
                 }
                 ExitCode::SUCCESS
             }
@@ -163,10 +159,10 @@ impl Upgrade {
                 ..
             } => {
                 if !self.json {
-                    println!(
+                    outln!(
                         "downloaded {id} ({layers_fetched} layer(s), {bytes_fetched} bytes); \
                          `cfsctl upgrade` stages it"
-                    );
+                    )?;
                 }
                 ExitCode::SUCCESS
             }
@@ -177,10 +173,10 @@ impl Upgrade {
                 ..
             } => {
                 if !self.json {
-                    println!(
+                    outln!(
                         "staged {id} ({layers_fetched} layer(s), {bytes_fetched} bytes fetched); \
                          it becomes the next boot when the host shuts down"
-                    );
+                    )?;
                 }
                 after_staging(&host, self.apply)?;
                 ExitCode::SUCCESS
@@ -195,13 +191,13 @@ impl Upgrade {
 fn after_staging(host: &Host, apply: bool) -> Result<()> {
     if !host.is_booted() {
         if apply {
-            report_finalized(finalize::finalize(host)?);
+            report_finalized(finalize::finalize(host)?)?;
         }
         return Ok(());
     }
     match systemctl(&["start", "cfsctl-finalize.service"]) {
         Ok(()) => {}
-        Err(e) => eprintln!(
+        Err(e) => note!(
             "cfsctl: warning: {e:#}; run `cfsctl finalize` before rebooting, or the update \
              applies at the next shutdown that runs cfsctl-finalize.service"
         ),
@@ -228,22 +224,24 @@ fn systemctl(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn report_finalized(f: Option<finalize::Finalized>) {
+fn report_finalized(f: Option<finalize::Finalized>) -> Result<()> {
     match f {
-        None => println!("nothing staged"),
+        None => outln!("nothing staged")?,
         Some(f) => {
-            println!("{} is now the next boot (entry {})", f.id, f.entry);
+            outln!("{} is now the next boot (entry {})", f.id, f.entry)?;
             if f.etc_carried > 0 || f.etc_conflicts_resolved > 0 {
-                println!(
+                outln!(
                     "  /etc: {} local changes carried over, {} conflicts resolved by policy",
-                    f.etc_carried, f.etc_conflicts_resolved
-                );
+                    f.etc_carried,
+                    f.etc_conflicts_resolved
+                )?;
             }
             for p in &f.pruned {
-                println!("  removed deployment {p} (beyond `keep`)");
+                outln!("  removed deployment {p} (beyond `keep`)")?;
             }
         }
     }
+    Ok(())
 }
 
 /// `cfsctl rollback`.
@@ -268,9 +266,9 @@ impl Rollback {
             print_json(&r)?;
         } else {
             if let Some(u) = &r.unstaged {
-                println!("withdrew the staged deployment {u} (kept as download-only)");
+                outln!("withdrew the staged deployment {u} (kept as download-only)")?;
             }
-            println!("{} is now the next boot (was {})", r.id, r.previous);
+            outln!("{} is now the next boot (was {})", r.id, r.previous)?;
         }
         if self.apply && host.is_booted() {
             systemctl(&["reboot"])?;
@@ -295,13 +293,13 @@ impl Finalize {
         host.lock()?;
         if let Some(s) = &host.read_state()?.staged {
             // On the console at shutdown: what the machine is doing, and when.
-            eprintln!("cfsctl: finalizing {}", s.id);
+            note!("cfsctl: finalizing {}", s.id);
         }
         let f = finalize::finalize(&host)?;
         if self.json {
             print_json(&f)?;
         } else {
-            report_finalized(f);
+            report_finalized(f)?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -324,41 +322,42 @@ impl StatusCmd {
         if self.json {
             print_json(&s)?;
         } else {
-            print_status(&s);
+            print_status(&s)?;
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-fn print_status(s: &Status) {
+fn print_status(s: &Status) -> Result<()> {
     let h = &s.host;
-    println!("host {} (ESP {})", h.sysroot, h.esp);
+    outln!("host {} (ESP {})", h.sysroot, h.esp)?;
     if let Some(b) = &h.booted_id {
-        println!(
+        outln!(
             "  booted {b}, verity {}, measured {}",
             h.verity.as_deref().unwrap_or("-"),
             h.measured_digest.as_deref().unwrap_or("(not measurable)")
-        );
+        )?;
     }
     if h.fallback {
-        println!("  FALLBACK: a newer deployment ran out of boot tries; the booted one took over");
+        outln!("  FALLBACK: a newer deployment ran out of boot tries; the booted one took over")?;
     }
     if let Some(f) = &h.last_failure {
-        println!("  last failure ({} at {}): {}", f.step, f.at, f.error);
+        outln!("  last failure ({} at {}): {}", f.step, f.at, f.error)?;
     }
     for w in &h.warnings {
-        println!("  warning: {w}");
+        outln!("  warning: {w}")?;
     }
-    println!("deployments (boot order):");
+    outln!("deployments (boot order):")?;
     for d in &s.deployments {
-        print_deployment(d);
+        print_deployment(d)?;
     }
     for f in &h.foreign_entries {
-        println!("  (entry {f}: not cfsctl's)");
+        outln!("  (entry {f}: not cfsctl's)")?;
     }
+    Ok(())
 }
 
-fn print_deployment(d: &DeploymentStatus) {
+fn print_deployment(d: &DeploymentStatus) -> Result<()> {
     let mut flags = Vec::new();
     for (on, name) in [
         (d.booted, "booted"),
@@ -376,23 +375,24 @@ fn print_deployment(d: &DeploymentStatus) {
         (Some(l), Some(t)) => format!(" ({l} tries left, {t} done)"),
         _ => String::new(),
     };
-    println!(
+    outln!(
         "{} {} [{}] {}{counter}",
         if d.booted { "*" } else { " " },
         d.id,
         flags.join(", "),
         d.boot_state.as_str()
-    );
-    println!(
+    )?;
+    outln!(
         "    image {}  version {}  kernel {}  staged {}",
         d.image.as_deref().unwrap_or("-"),
         d.version.as_deref().unwrap_or("-"),
         d.kernel.as_deref().unwrap_or("-"),
         d.staged_at.as_deref().unwrap_or("-")
-    );
+    )?;
     for p in &d.problems {
-        println!("    problem: {p}");
+        outln!("    problem: {p}")?;
     }
+    Ok(())
 }
 
 /// `cfsctl pin` / `cfsctl unpin`.
@@ -402,6 +402,9 @@ pub struct Pin {
     host: HostArgs,
     /// The deployment: its image digest, or at least 6 hex digits of it.
     id: String,
+    /// Print the result as JSON (`{"id": HEX, "pinned": BOOL}`).
+    #[arg(long)]
+    json: bool,
 }
 
 impl Pin {
@@ -409,7 +412,11 @@ impl Pin {
         let mut host = self.host.open()?;
         host.lock()?;
         let id = rollback::set_pinned(&host, &self.id, pinned)?;
-        println!("{} {id}", if pinned { "pinned" } else { "unpinned" });
+        if self.json {
+            print_json(&serde_json::json!({ "id": id.to_hex(), "pinned": pinned }))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        outln!("{} {id}", if pinned { "pinned" } else { "unpinned" })?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -455,7 +462,7 @@ impl Etc {
             print_json(&changes)?;
         } else {
             for c in &changes {
-                println!("{c}");
+                outln!("{c}")?;
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -481,12 +488,12 @@ impl HealthCheck {
             print_json(&checks)?;
         } else {
             for c in &checks {
-                println!(
+                outln!(
                     "{} {}: {}",
                     if c.ok { "ok    " } else { "FAILED" },
                     c.name,
                     c.detail
-                );
+                )?;
             }
         }
         if !ok {

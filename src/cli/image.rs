@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::output::{self, StdoutError, outln};
 use crate::dumpfile::ParseMode;
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::Algorithm;
@@ -54,8 +55,8 @@ pub struct SourceArgs {
         "min_version", "max_version", "strict",
     ])]
     oci: bool,
-    /// Threads hashing file contents (default: all cores).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Threads hashing file contents (0, the default: all cores; at most 1024).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = super::parse_threads)]
     threads: usize,
     /// The directory or dump file.
     source: PathBuf,
@@ -131,6 +132,10 @@ pub struct CreateImage {
     /// Print the digest and write no image file.
     #[arg(long)]
     print_digest_only: bool,
+    /// Print the result as JSON: the digest, the image file and ref written, and with --repo
+    /// what the import stored.
+    #[arg(long)]
+    json: bool,
     /// Where to write the image (`-` for standard output). Optional with --repo.
     image: Option<PathBuf>,
 }
@@ -216,10 +221,27 @@ impl CreateImage {
             Some(d) => d,
             None => image::compute_id(tree, write, algorithm)?,
         };
+        if self.json {
+            let files = loaded.report.as_ref().filter(|_| repo.is_some()).map(|r| {
+                serde_json::json!({
+                    "external": r.external_files,
+                    "stored": r.objects_stored,
+                    "present": r.objects_present,
+                    "cached": r.cached_files,
+                })
+            });
+            return output::json(&serde_json::json!({
+                "digest": digest.to_hex(),
+                "image": file,
+                "repository": repo.as_ref().map(Repository::path),
+                "ref": self.ref_name,
+                "files": files,
+            }));
+        }
         let show =
             self.print_digest || self.print_digest_only || (repo.is_some() && self.image.is_none());
         if show {
-            println!("{digest}");
+            outln!("{digest}")?;
         }
         Ok(())
     }
@@ -242,6 +264,9 @@ pub struct ComputeId {
     /// fs-verity hash algorithm of the digests.
     #[arg(long, default_value = "sha256")]
     algorithm: Algorithm,
+    /// Print the result as JSON (`{"digest": HEX}`).
+    #[arg(long)]
+    json: bool,
 }
 
 impl ComputeId {
@@ -252,7 +277,10 @@ impl ComputeId {
             warn_skipped(report);
         }
         let digest = image::compute_id(&loaded.tree, &opts.write, self.algorithm)?;
-        println!("{digest}");
+        if self.json {
+            return output::json(&serde_json::json!({ "digest": digest.to_hex() }));
+        }
+        outln!("{digest}")?;
         Ok(())
     }
 }
@@ -272,7 +300,7 @@ impl Dump {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         crate::dumpfile::print::print(&tree, &mut out)
             .and_then(|_| out.flush())
-            .context("writing the dump to standard output")?;
+            .map_err(StdoutError)?;
         Ok(())
     }
 }

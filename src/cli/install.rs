@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::oci::{Bar, TransportArgs};
-use crate::deploy::disk::install_to_disk;
+use super::output::{self, outln};
+use crate::deploy::disk::{DiskImage, install_to_disk};
 use crate::deploy::install::{InstallOptions, Installed, install_to_root};
 use crate::deploy::upgrade::oci_info;
 use crate::oci::error::OciError;
@@ -55,6 +56,9 @@ pub struct Install {
     /// systemd-boot EFI binary, when the image does not ship one.
     #[arg(long, value_name = "FILE")]
     bootloader: Option<PathBuf>,
+    /// Print the result as JSON (keys in camelCase, as `status --json`).
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -70,14 +74,39 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is not a size (e.g. 2G, 512M)"))
 }
 
-fn print(installed: &Installed) {
-    println!("installed {} (kernel {})", installed.digest, installed.kver);
-    println!("  entry:   {}", installed.entry.display());
-    println!("  options: {}", installed.options.join(" "));
-    println!("  objects copied: {}", installed.objects_copied);
-    if installed.verity_on_first_boot {
-        println!("  fs-verity: enabled on first boot (target filesystem could not enable it now)");
+/// `install --json`: the deployment installed, and for a disk image its layout.
+fn installed_json(installed: &Installed, disk: Option<&DiskImage>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "digest": installed.digest.to_hex(),
+        "kernelVersion": installed.kver,
+        "entry": installed.entry,
+        "options": installed.options,
+        "objectsCopied": installed.objects_copied,
+        "verityOnFirstBoot": installed.verity_on_first_boot,
+    });
+    if let (Some(d), Some(obj)) = (disk, v.as_object_mut()) {
+        let part = |(offset, size): (u64, u64)| serde_json::json!({"offset": offset, "size": size});
+        obj.insert(
+            "disk".into(),
+            serde_json::json!({
+                "rootUuid": d.root_uuid,
+                "esp": part(d.partitions[0]),
+                "root": part(d.partitions[1]),
+            }),
+        );
     }
+    v
+}
+
+fn print(installed: &Installed) -> Result<()> {
+    outln!("installed {} (kernel {})", installed.digest, installed.kver)?;
+    outln!("  entry:   {}", installed.entry.display())?;
+    outln!("  options: {}", installed.options.join(" "))?;
+    outln!("  objects copied: {}", installed.objects_copied)?;
+    if installed.verity_on_first_boot {
+        outln!("  fs-verity: enabled on first boot (target filesystem could not enable it now)")?;
+    }
+    Ok(())
 }
 
 impl Install {
@@ -102,14 +131,17 @@ impl Install {
         if let Some(disk) = &self.to_disk {
             let size = self.size.unwrap_or_default();
             let made = install_to_disk(&src, &name, disk, size, &template)?;
-            print(&made.installed);
-            println!(
+            if self.json {
+                return output::json(&installed_json(&made.installed, Some(&made)));
+            }
+            print(&made.installed)?;
+            outln!(
                 "  disk:    {} (root=UUID={})",
                 disk.display(),
                 made.root_uuid
-            );
+            )?;
             for (name, (off, len)) in ["ESP", "root"].iter().zip(made.partitions) {
-                println!("  {name:<5} offset {off} size {len}");
+                outln!("  {name:<5} offset {off} size {len}")?;
             }
             return Ok(());
         }
@@ -121,8 +153,11 @@ impl Install {
             esp,
             ..template
         };
-        print(&install_to_root(&src, &name, &opts)?);
-        Ok(())
+        let installed = install_to_root(&src, &name, &opts)?;
+        if self.json {
+            return output::json(&installed_json(&installed, None));
+        }
+        print(&installed)
     }
 
     /// The image to install (a name `BootableImage::load` takes), the origin it implies and

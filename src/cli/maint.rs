@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
+use super::output::{note, outln};
 use crate::deploy::{Host, HostOptions, maint};
 use crate::repo::{FsckOptions, GcError, GcOptions, GcReport, Repository};
 
@@ -79,7 +80,7 @@ impl Gc {
         };
         let report = match repo.gc(opts) {
             Err(e) if !self.no_wait && matches!(e.downcast_ref(), Some(GcError::Busy(_))) => {
-                eprintln!(
+                note!(
                     "cfsctl: waiting for other processes to close {}",
                     repo.path().display()
                 );
@@ -96,22 +97,22 @@ impl Gc {
             );
         }
         if self.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&with_host(&report, &host_report)?)?
-            );
+            )?;
         } else {
             if let Some(h) = &host_report {
-                println!(
+                outln!(
                     "host: removed {} orphaned deployments, {} stale staged entries, {} boot \
                      file directories, {} temporary files",
                     h.orphans_removed.len(),
                     h.stale_staged_entries,
                     h.boot_files_removed,
                     h.temporary_files
-                );
+                )?;
             }
-            print_gc(&report);
+            print_gc(&report)?;
         }
         Ok(())
     }
@@ -130,9 +131,9 @@ fn with_host(
     Ok(v)
 }
 
-fn print_gc(r: &GcReport) {
+fn print_gc(r: &GcReport) -> Result<()> {
     let verb = if r.dry_run { "would remove" } else { "removed" };
-    println!(
+    outln!(
         "{verb} {} objects ({} bytes), {} image links, {} temporary files ({} bytes); \
          {} objects live from {} refs",
         r.objects_removed,
@@ -142,7 +143,8 @@ fn print_gc(r: &GcReport) {
         r.tmp_bytes_freed,
         r.objects_live,
         r.roots
-    );
+    )?;
+    Ok(())
 }
 
 /// `cfsctl fsck`: exit status 0 when clean, 1 when a problem was found.
@@ -153,8 +155,8 @@ pub struct Fsck {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Threads hashing objects (default: all cores).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Threads hashing objects (0, the default: all cores; at most 1024).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = super::parse_threads)]
     threads: usize,
     /// Do not read objects; check links, refs, images and object lists only.
     #[arg(long)]
@@ -181,34 +183,34 @@ impl Fsck {
         })?;
         if self.json {
             let host = host.as_ref().map(|_| &host_problems);
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&with_host(&report, &host)?)?
-            );
+            )?;
         } else {
             for p in &host_problems {
-                println!(
+                outln!(
                     "deployment {}: {}",
                     p.deployment.as_deref().unwrap_or("-"),
                     p.detail
-                );
+                )?;
             }
             for p in &report.problems {
-                println!(
+                outln!(
                     "{}: {}: {}",
                     p.kind,
                     repo.path().join(&p.path).display(),
                     p.detail
-                );
+                )?;
             }
-            println!(
+            outln!(
                 "checked {} objects ({} bytes), {} images, {} refs: {} problems",
                 report.objects_checked,
                 report.bytes_checked,
                 report.images_checked,
                 report.refs_checked,
                 report.problems.len()
-            );
+            )?;
         }
         if !report.is_clean() || !host_problems.is_empty() {
             bail!(

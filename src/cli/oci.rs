@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::output::outln;
 use crate::fsverity::Algorithm;
 use crate::mount;
 use crate::oci::pull::{self, PullOptions, PullProgress, PullResult, Tagging};
@@ -157,7 +158,7 @@ impl Pull {
 
 fn print_pull(result: &PullResult, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(result)?);
+        outln!("{}", serde_json::to_string_pretty(result)?)?;
         return Ok(());
     }
     if result.up_to_date {
@@ -172,7 +173,7 @@ fn print_pull(result: &PullResult, json: bool) -> Result<()> {
             result.objects_written
         );
     }
-    println!("{}", result.image_digest);
+    outln!("{}", result.image_digest)?;
     Ok(())
 }
 
@@ -195,12 +196,12 @@ impl Images {
                 .iter()
                 .map(|(name, r)| serde_json::json!({"name": name, "record": r}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?)?;
             return Ok(());
         }
         for (name, r) in images {
             let sealed = if r.sealed.is_some() { "sealed" } else { "-" };
-            println!("{name}\t{}\t{sealed}\t{}", r.image, r.manifest_digest);
+            outln!("{name}\t{}\t{sealed}\t{}", r.image, r.manifest_digest)?;
         }
         Ok(())
     }
@@ -223,20 +224,24 @@ impl Inspect {
         let repo = Repository::open(&self.repo.repo)?;
         let r = record::load(&repo, &self.name)?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            outln!("{}", serde_json::to_string_pretty(&r)?)?;
             return Ok(());
         }
-        println!("name:      {}", self.name);
-        println!("reference: {}", r.reference);
-        println!("image:     {}", r.image);
-        println!("manifest:  {}", r.manifest_digest);
-        println!("config:    {}", r.config_digest);
-        println!("sealed:    {}", r.sealed.as_deref().unwrap_or("no"));
+        outln!("name:      {}", self.name)?;
+        outln!("reference: {}", r.reference)?;
+        outln!("image:     {}", r.image)?;
+        outln!("manifest:  {}", r.manifest_digest)?;
+        outln!("config:    {}", r.config_digest)?;
+        outln!("sealed:    {}", r.sealed.as_deref().unwrap_or("no"))?;
         for (i, l) in r.layers.iter().enumerate() {
-            println!(
+            outln!(
                 "layer {i}:   {} ({} bytes, {})\n           diff_id {}\n           composefs {}",
-                l.digest, l.size, l.media_type, l.diff_id, l.layer_image
-            );
+                l.digest,
+                l.size,
+                l.media_type,
+                l.diff_id,
+                l.layer_image
+            )?;
         }
         Ok(())
     }
@@ -332,9 +337,9 @@ impl ComputeId {
                     "image_digest": imported.image_digest.to_hex(),
                     "bootable_digest": boot.to_hex(),
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                println!("{boot}");
+                outln!("{boot}")?;
             }
             return Ok(());
         }
@@ -400,10 +405,10 @@ impl Seal {
             seal::seal(&repo, &src, &dst, &opts).with_context(|| format!("sealing {src}"))?;
         drop(bar);
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&result)?);
+            outln!("{}", serde_json::to_string_pretty(&result)?)?;
         } else {
             // The merged digest of the first algorithm (the repository's), as `pull` prints.
-            println!("{}", result.digests[0].merged);
+            outln!("{}", result.digests[0].merged)?;
         }
         Ok(())
     }
