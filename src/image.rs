@@ -231,6 +231,15 @@ pub struct RepoSink<'r> {
     stored: AtomicU64,
 }
 
+impl std::fmt::Debug for RepoSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoSink")
+            .field("repo", &self.repo.path())
+            .field("cached", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'r> RepoSink<'r> {
     /// A sink storing into `repo`; `use_cache` reads and, on [`save_cache`](Self::save_cache),
     /// rewrites its stat cache.

@@ -36,6 +36,16 @@ pub struct UpgradeOptions<'a> {
     pub progress: Option<&'a dyn PullProgress>,
 }
 
+impl std::fmt::Debug for UpgradeOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpgradeOptions")
+            .field("check", &self.check)
+            .field("download_only", &self.download_only)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What `upgrade` / `switch` found or did. `cfsctl` maps it to exit codes: 0 for `Staged`,
 /// `DownloadOnly`, `Available`; 77 for `NoUpdate`.
 #[derive(Clone, Debug, Serialize)]

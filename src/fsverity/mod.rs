@@ -229,6 +229,15 @@ pub struct FsVerityHasher {
     data_size: u64,
 }
 
+impl std::fmt::Debug for FsVerityHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsVerityHasher")
+            .field("algorithm", &self.algorithm)
+            .field("data_size", &self.data_size)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FsVerityHasher {
     /// A hasher for `algorithm`, 4096-byte blocks, no salt.
     pub fn new(algorithm: Algorithm) -> Self {
@@ -377,6 +386,14 @@ pub struct HashingWriter<W> {
     pub inner: W,
     /// What they hash to so far.
     pub hasher: FsVerityHasher,
+}
+
+impl<W> std::fmt::Debug for HashingWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashingWriter")
+            .field("hasher", &self.hasher)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: io::Write> io::Write for HashingWriter<W> {

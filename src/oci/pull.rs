@@ -80,6 +80,15 @@ pub struct PullOptions<'a> {
     pub progress: Option<&'a dyn PullProgress>,
 }
 
+impl std::fmt::Debug for PullOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("require_sealed", &self.require_sealed)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a pull did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PullResult {
@@ -267,6 +276,14 @@ pub struct Imported {
     pub layers_fetched: usize,
     /// Blob bytes read.
     pub bytes_fetched: u64,
+}
+
+impl std::fmt::Debug for Imported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imported")
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Fetches the config and the layers the repository lacks, and builds the merged image: with

@@ -48,6 +48,17 @@ pub struct SealOptions<'a> {
     pub progress: Option<&'a dyn PullProgress>,
 }
 
+impl std::fmt::Debug for SealOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealOptions")
+            .field("dest_tls_verify", &self.dest_tls_verify)
+            .field("algorithms", &self.algorithms)
+            .field("bootable", &self.bootable)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The digests of one algorithm (lower-case hex).
 #[derive(Debug, Clone, Serialize)]
 pub struct SealedDigests {

@@ -119,6 +119,16 @@ pub struct VerifyingReader<R> {
     what: String,
 }
 
+impl<R> std::fmt::Debug for VerifyingReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingReader")
+            .field("what", &self.what)
+            .field("expected", &self.expected)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: Read> VerifyingReader<R> {
     /// Checks against a descriptor's digest and size; `what` names the blob in errors.
     pub fn for_descriptor(
@@ -228,6 +238,15 @@ pub struct LimitedReader<R> {
     left: u64,
     limit: u64,
     what: String,
+}
+
+impl<R> std::fmt::Debug for LimitedReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedReader")
+            .field("what", &self.what)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Read> LimitedReader<R> {

@@ -122,6 +122,15 @@ pub struct ProxySource {
     converted: AtomicBool,
 }
 
+impl std::fmt::Debug for ProxySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySource")
+            .field("reference", &self.reference)
+            .field("tls_verify", &self.tls_verify)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ProxySource {
     /// Starts skopeo and opens `reference` (`docker://...`).
     pub fn open(reference: &str, opts: &super::SourceOptions) -> Result<Self> {
