@@ -991,13 +991,17 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__mount)
-            opts="-v -h -V --repo --json --verbose --help --version"
+            opts="-v -h -V --repo --digest --allow-setuid-devices --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --digest)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1211,7 +1215,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__mount)
-            opts="-v -h -V --repo --json --verbose --help --version"
+            opts="-v -h -V --repo --allow-setuid-devices --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

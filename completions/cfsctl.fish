@@ -98,6 +98,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand init" -s v -l verbose -d '
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand init" -s h -l help -d 'Print help'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand init" -s V -l version -d 'Print version'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand mount" -l repo -d 'Repository directory' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand mount" -l digest -d 'Refuse to mount unless the image\'s fs-verity digest is this (hex)' -r
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand mount" -l allow-setuid-devices -d 'Let setuid/setgid bits and device nodes in the image take effect (by default the mount is nosuid,nodev: an image from elsewhere must not give anyone root)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand mount" -l json -d 'Print the result as JSON, for the commands that report one'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand mount" -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand mount" -s h -l help -d 'Print help'
@@ -158,6 +160,7 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subco
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from mount" -l repo -d 'Repository directory' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from mount" -l allow-setuid-devices -d 'Let setuid/setgid bits and device nodes in the image take effect (by default the mount is nosuid,nodev: an image from elsewhere must not give anyone root)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from mount" -l json -d 'Print the result as JSON, for the commands that report one'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from mount" -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from mount" -s h -l help -d 'Print help'
