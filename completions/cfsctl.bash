@@ -1031,7 +1031,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__compute__subcmd__id)
-            opts="-v -h -V --repo --tls-verify --json --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --json --bootable --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1277,7 +1277,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__seal)
-            opts="-v -h -V --repo --tls-verify --json --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --json --algorithm --bootable --no-bootable --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1289,6 +1289,10 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --algorithm)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -133,13 +133,13 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_s
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_subcommand_from pull images inspect rm mount compute-id seal help" -f -a "rm" -d 'Remove a tag; the next `cfsctl gc` frees what no other tag needs'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_subcommand_from pull images inspect rm mount compute-id seal help" -f -a "mount" -d 'Mount a tagged image read-only'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_subcommand_from pull images inspect rm mount compute-id seal help" -f -a "compute-id" -d 'Print the composefs digest of an image without tagging it'
-complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_subcommand_from pull images inspect rm mount compute-id seal help" -f -a "seal" -d 'Write a copy of an image that carries its composefs digests (label + annotations)'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_subcommand_from pull images inspect rm mount compute-id seal help" -f -a "seal" -d 'Write a copy of an image whose manifest carries its composefs digests (the composefs OCI sealing specification\'s inline annotations)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_subcommand_from pull images inspect rm mount compute-id seal help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l repo -d 'Repository directory' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l tag -d 'Tag name (default: the reference as written)' -r
-complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l require-sealed -d 'Refuse images without the containers.composefs.fsverity label'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l require-sealed -d 'Refuse images without the merged and config composefs annotations (`oci seal`)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l json -d 'Print the result as JSON'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -s h -l help -d 'Print help'
@@ -169,13 +169,17 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subco
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l json -d 'Print JSON'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l bootable -d 'Print the digest of the boot variant (`/boot` and `/sysroot` emptied, as bootc mounts it) instead'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -s h -l help -d 'Print help'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -s V -l version -d 'Print version'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l repo -d 'Repository to import into; default: a temporary one' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l algorithm -d 'fs-verity algorithm of the published digests (repeat or comma-separate for both); default: the repository\'s (sha256 for a temporary one)' -r
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l json -d 'Print JSON'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l bootable -d 'Publish the boot variant\'s digest (default: when the config has containers.bootc=1)'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l no-bootable -d 'Do not publish the boot variant\'s digest'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -s h -l help -d 'Print help'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -s V -l version -d 'Print version'
@@ -185,7 +189,7 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subco
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Remove a tag; the next `cfsctl gc` frees what no other tag needs'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from help" -f -a "mount" -d 'Mount a tagged image read-only'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from help" -f -a "compute-id" -d 'Print the composefs digest of an image without tagging it'
-complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from help" -f -a "seal" -d 'Write a copy of an image that carries its composefs digests (label + annotations)'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from help" -f -a "seal" -d 'Write a copy of an image whose manifest carries its composefs digests (the composefs OCI sealing specification\'s inline annotations)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l repo -d 'Repository directory' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
@@ -320,5 +324,5 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subc
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subcommand_from oci" -f -a "rm" -d 'Remove a tag; the next `cfsctl gc` frees what no other tag needs'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subcommand_from oci" -f -a "mount" -d 'Mount a tagged image read-only'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subcommand_from oci" -f -a "compute-id" -d 'Print the composefs digest of an image without tagging it'
-complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subcommand_from oci" -f -a "seal" -d 'Write a copy of an image that carries its composefs digests (label + annotations)'
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subcommand_from oci" -f -a "seal" -d 'Write a copy of an image whose manifest carries its composefs digests (the composefs OCI sealing specification\'s inline annotations)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand help; and __fish_seen_subcommand_from etc" -f -a "diff" -d 'What the host changed in /etc against the image it booted'
