@@ -1,6 +1,7 @@
 //! `oci pull` through a relay that breaks one blob: cut mid-transfer, stalled, or a 500. The
 //! pull fails with an error naming the blob, tags nothing, leaves fsck clean, and the next
-//! pull completes. Real docker-registry and skopeo.
+//! pull completes, fetching only the layers the failed one did not finish (the layer index).
+//! Real docker-registry and skopeo.
 
 mod common;
 
@@ -37,11 +38,11 @@ fn pull(repo: &Path, url: &str, stall_secs: u64) -> std::process::Output {
         .unwrap()
 }
 
-fn check(fault: Fault) {
-    if common::find_tool("SKOPEO", "skopeo", &[]).is_none() {
-        return;
-    }
-    let Some(reg) = Registry::start() else { return };
+/// Breaks layer `broken` (of three: 3, 4 and 1 MiB; fetched biggest first) with `fault`.
+/// Returns the number of layers the failed pull finished (`None`: skipped, a tool missing).
+fn check(fault: Fault, broken: usize) -> Option<usize> {
+    common::find_tool("SKOPEO", "skopeo", &[])?;
+    let reg = Registry::start()?;
     let td = tempfile::tempdir().unwrap();
     let layout = td.path().join("layout");
     let layers = [
@@ -51,8 +52,7 @@ fn check(fault: Fault) {
     ];
     let written = ociimage::write_layout(&layout, "v1", &layers, &BTreeMap::new());
     reg.push(&layout, "v1", "img");
-    // The largest blob breaks.
-    let (blob, blob_size, _) = written.layers[1].clone();
+    let (blob, blob_size, _) = written.layers[broken].clone();
     let relay = FaultRelay::start(&reg.addr, &blob, fault);
     let repo = td.path().join("repo");
     common::run_ok(common::cfsctl().arg("init").arg("--repo").arg(&repo));
@@ -77,6 +77,13 @@ fn check(fault: Fault) {
         r.list_refs().unwrap().is_empty(),
         "{fault:?}: something was tagged"
     );
+    // The layers that finished are in the layer index; the broken one is not.
+    let finished: Vec<bool> = written
+        .layers
+        .iter()
+        .map(|(_, _, diff_id)| r.indexed_layer(diff_id).unwrap().is_some())
+        .collect();
+    assert!(!finished[broken], "{fault:?}: the broken layer was indexed");
     drop(r);
     common::assert_fsck_clean(&repo);
 
@@ -88,28 +95,56 @@ fn check(fault: Fault) {
         "{fault:?}: retry failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The retry fetched the unfinished layers whole and none of the finished ones: what the
+    // relay served beyond their blobs is the manifest, the config and HTTP heads.
     let total: u64 = written.layers.iter().map(|l| l.1).sum();
+    let missing: u64 = written
+        .layers
+        .iter()
+        .zip(&finished)
+        .filter(|(_, f)| !**f)
+        .map(|(l, _)| l.1)
+        .sum();
+    let served = relay.served();
     eprintln!(
-        "{fault:?}: retry fetched {} bytes; layers {total} bytes, broken blob {blob_size}",
-        relay.served()
+        "{fault:?}: retry fetched {served} bytes; unfinished layers {missing} bytes, all layers \
+         {total} bytes, broken blob {blob_size}"
+    );
+    assert!(
+        served >= missing && served < missing + (256 << 10),
+        "{fault:?}: the retry fetched {served} bytes, the unfinished layers are {missing} bytes \
+         (finished: {finished:?})"
     );
     let r = Repository::open(&repo).unwrap();
     assert_eq!(r.list_refs().unwrap().len(), 2, "tag and record refs");
     drop(r);
     common::assert_fsck_clean(&repo);
+    Some(finished.iter().filter(|f| **f).count())
 }
 
 #[test]
 fn a_blob_cut_mid_transfer_fails_the_pull_and_the_retry_completes() {
-    check(Fault::Cut);
+    check(Fault::Cut, 1);
 }
 
 #[test]
 fn a_stalled_blob_ends_in_the_stall_timeout() {
-    check(Fault::Stall);
+    check(Fault::Stall, 1);
 }
 
 #[test]
 fn a_server_error_on_a_blob_fails_the_pull_and_the_retry_completes() {
-    check(Fault::ServerError);
+    check(Fault::ServerError, 1);
+}
+
+/// The smallest layer is fetched last, so both others finish whatever the number of threads
+/// (no fetch is cancelled when another fails): the retry fetches only the broken one.
+#[test]
+fn a_retry_fetches_only_the_layers_the_failed_pull_did_not_finish() {
+    if let Some(finished) = check(Fault::Cut, 2) {
+        assert_eq!(
+            finished, 2,
+            "both other layers finish before the broken one is fetched"
+        );
+    }
 }

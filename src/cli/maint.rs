@@ -134,11 +134,12 @@ fn with_host(
 fn print_gc(r: &GcReport) -> Result<()> {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     outln!(
-        "{verb} {} objects ({} bytes), {} image links, {} temporary files ({} bytes); \
-         {} objects live from {} refs",
+        "{verb} {} objects ({} bytes), {} image links, {} layer index entries, {} temporary \
+         files ({} bytes); {} objects live from {} refs",
         r.objects_removed,
         r.object_bytes_freed,
         r.images_pruned,
+        r.layers_pruned,
         r.tmp_removed,
         r.tmp_bytes_freed,
         r.objects_live,

@@ -7,10 +7,10 @@
 //! image streamed into an object -> seal check -> image link + record + tag.
 //!
 //! Nothing is tagged (nor linked under `images/`) unless every check passed. Layers are
-//! known by diff_id from the records of existing tags ([`record::known_layers`]); a layer
-//! imported by a pull that then failed is not known (nothing refers to it, nor to the merged
-//! image's object: both are garbage), but its file objects stay until a `gc`, so a retry
-//! re-fetches it and writes little. The caller's [`Repository`] (and with it the shared
+//! known by diff_id from the records of existing tags ([`record::known_layers`]) and from the
+//! repository's layer index (`layers/`, not a GC root): a layer imported by a pull that then
+//! failed is garbage (as is the merged image's object) but stays indexed until a `gc`, so a
+//! retry fetches only the layers that did not finish. The caller's [`Repository`] (and with it the shared
 //! repository lock) is held for the whole pull, so a concurrent `gc` cannot remove objects
 //! imported but not yet tagged.
 
@@ -338,7 +338,13 @@ pub fn import(
                     .with_context(|| format!("{name}: re-encoding layer {diff_id}"))?;
                 known.insert(diff_id.to_string(), image);
             }
-            None => todo.push((desc, diff_id)),
+            // Imported by a pull that failed later, or by `compute-id`: still there.
+            None => match repo.indexed_layer(diff_id)? {
+                Some(image) => {
+                    known.insert(diff_id.to_string(), image);
+                }
+                None => todo.push((desc, diff_id)),
+            },
         }
     }
     if let Some(p) = progress {
@@ -553,10 +559,36 @@ fn fetch_layers<'d>(
     }
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     results.sort_by_key(|r| r.0);
+    index_layers(repo, name, todo, &results);
     results
         .into_iter()
         .map(|(i, r)| r.map(|d| (todo[i].1, d)))
         .collect()
+}
+
+/// Enters the layers that were imported in the layer index, also when others failed: a retry
+/// then fetches only what is missing. Durable first (the index must never name an object a
+/// power cut could lose). Only an optimisation: a failure is logged, the pull goes on.
+fn index_layers(
+    repo: &Repository,
+    name: &str,
+    todo: &[(&Descriptor, &str)],
+    results: &[(usize, Result<Digest>)],
+) {
+    let done: Vec<(&str, &Digest)> = results
+        .iter()
+        .filter_map(|(i, r)| r.as_ref().ok().map(|d| (todo[*i].1, d)))
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    let r = repo.sync().and_then(|()| {
+        done.iter()
+            .try_for_each(|(diff_id, image)| repo.index_layer(diff_id, image))
+    });
+    if let Err(e) = r {
+        tracing::warn!("{name}: not indexing the imported layers: {e:#}");
+    }
 }
 
 /// Counts bytes for the progress display and the result.

@@ -27,6 +27,7 @@ use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use serde::Serialize;
 
+use super::layers::LAYERS;
 use super::{ExclusiveLock, IMAGES, OBJECTS, REFS, RepoError, Repository, TMP_PREFIX};
 use crate::erofs::format::COMPOSEFS_MAGIC;
 use crate::erofs::reader::referenced_objects;
@@ -94,6 +95,8 @@ pub struct GcReport {
     pub object_bytes_freed: u64,
     /// `images/` links removed (their object was unreachable or missing).
     pub images_pruned: u64,
+    /// `layers/` index entries removed (their layer image was unreachable or missing).
+    pub layers_pruned: u64,
     /// Stale `.tmp-*` files removed.
     pub tmp_removed: u64,
     /// Bytes of those.
@@ -283,6 +286,7 @@ impl Repository {
             report,
         };
         sweep.images(&live)?;
+        sweep.layers(&live)?;
         sweep.objects(&live)?;
         sweep.tmp_tree(&self.refs, REFS)?;
         sweep.tmp_in(&self.dir, ".")?;
@@ -439,6 +443,31 @@ impl Sweep<'_> {
         if !self.dry_run {
             rustix::fs::fsync(images)
                 .with_context(|| format!("syncing {}/{IMAGES}", self.repo.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Drops layer index entries whose layer image no ref reaches (or that is gone), and
+    /// stale temporary links, durably, before objects go.
+    fn layers(&mut self, live: &HashSet<String>) -> Result<()> {
+        let Some(dir) = self.repo.layers_dir()? else {
+            return Ok(());
+        };
+        for (name, _) in read_dir_names(&dir, self.repo, LAYERS)? {
+            if name.starts_with(TMP_PREFIX) {
+                self.tmp(&dir, LAYERS, &name)?;
+                continue;
+            }
+            let target = super::layers::entry_target(self.repo, &dir, &name);
+            if target.is_some_and(|d| live.contains(&d.object_path()) && self.repo.has_object(&d)) {
+                continue;
+            }
+            self.remove(&dir, &name, LAYERS)?;
+            self.report.layers_pruned += 1;
+        }
+        if !self.dry_run {
+            rustix::fs::fsync(&dir)
+                .with_context(|| format!("syncing {}/{LAYERS}", self.repo.path.display()))?;
         }
         Ok(())
     }

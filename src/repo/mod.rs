@@ -7,6 +7,7 @@
 //! <repo>/objects/XX/<rest>       every blob, named by its fs-verity digest
 //! <repo>/images/<hex>            -> ../objects/XX/<rest>   the only things that may be mounted
 //! <repo>/refs/<name...>          -> ../objects/XX/<rest>   GC roots (tags, deployments)
+//! <repo>/layers/v<N>-<alg>-<hex>  -> ../objects/XX/<rest>   OCI layer index (not roots)
 //! ```
 //! Every access goes through directory file descriptors opened once (`*at()` calls), so a path
 //! never escapes the repository and a concurrent rename of the repository cannot redirect us.
@@ -26,6 +27,7 @@ mod format;
 mod fsck;
 mod gc;
 pub(crate) mod images;
+mod layers;
 mod objects;
 mod statcache;
 mod stream;
@@ -283,12 +285,22 @@ impl Repository {
     /// The repository's top directories (`""` is the root) that cannot be trusted, and why.
     pub(crate) fn untrusted_dirs(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        for (rel, fd) in [
-            ("", &self.dir),
-            (OBJECTS, &self.objects),
-            (IMAGES, &self.images),
-            (REFS, &self.refs),
-        ] {
+        let layers = match self.layers_dir() {
+            Ok(fd) => fd,
+            Err(e) => {
+                out.push((layers::LAYERS, format!("{e:#}")));
+                None
+            }
+        };
+        let top = [
+            ("", Some(&self.dir)),
+            (OBJECTS, Some(&self.objects)),
+            (IMAGES, Some(&self.images)),
+            (REFS, Some(&self.refs)),
+            (layers::LAYERS, layers.as_ref()),
+        ];
+        for (rel, fd) in top {
+            let Some(fd) = fd else { continue };
             match trust::untrusted_reason(fd) {
                 Ok(None) => {}
                 Ok(Some(reason)) => out.push((rel, reason)),
