@@ -30,8 +30,8 @@ use rustix::mount::{
 };
 
 use crate::fsverity::Digest;
-use crate::fsverity::ioctl::{loop_configure_read_only, loop_ctl_get_free};
 use crate::repo::Repository;
+use crate::sys::{loop_configure_read_only, loop_ctl_get_free};
 
 /// Whether overlayfs must check each object's fs-verity digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
