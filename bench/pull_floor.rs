@@ -94,7 +94,7 @@ fn layer(src: &OciDir, desc: &Descriptor, diff_id: &str) -> Result<(u64, u64, u6
             let mut entry = entry?;
             // Files up to 64 bytes are kept inline in the image: no object, no digest.
             if !entry.header().entry_type().is_file()
-                || entry.size() <= cfsctl::tree::from_dir::INLINE_CONTENT_MAX
+                || entry.size() <= cfsctl::erofs::limits::INLINE_RECOMMENDED_MAX
             {
                 continue;
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cfsctl::erofs::writer::{WriteOptions, write_image};
-use cfsctl::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, read_dir};
+use cfsctl::scan::{ContentSink, DigestStoreDir, ScanOptions, read_dir};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -19,12 +19,10 @@ use anyhow::{Context, Result};
 use crate::dumpfile::{self, ParseMode};
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::{Algorithm, Digest, FsVerityHasher, HashingWriter};
-use crate::oci::merge::{self, CanonicalOptions};
 use crate::repo::{Imported, Repository, StatCache};
-use crate::tree::Tree;
-use crate::tree::from_dir::{
-    self, ContentSink, FileKey, ScanOptions, ScanReport, Stored, XattrFilter,
-};
+use crate::scan::{self, ContentSink, ScanOptions, ScanReport, Stored, XattrFilter};
+use crate::tree::transform::{CanonicalOptions, canonicalize_in_place};
+use crate::tree::{FileKey, Tree};
 
 /// Where a tree comes from.
 #[derive(Clone, Debug)]
@@ -90,7 +88,7 @@ pub fn load(
 ) -> Result<Loaded> {
     let mut loaded = load_raw(source, opts, sink)?;
     if let Some(canonical) = &opts.canonical {
-        merge::canonicalize_in_place(&mut loaded.tree, canonical);
+        canonicalize_in_place(&mut loaded.tree, canonical);
     }
     Ok(loaded)
 }
@@ -114,7 +112,7 @@ fn load_raw(
             Ok(Loaded { tree, report: None })
         }
         Source::Directory(path) => {
-            let (tree, report) = from_dir::read_dir(path, &opts.scan, sink)?;
+            let (tree, report) = scan::read_dir(path, &opts.scan, sink)?;
             Ok(Loaded {
                 tree,
                 report: Some(report),
@@ -288,7 +286,7 @@ impl ContentSink for RepoSink<'_> {
         // Mostly new content: copy while hashing (one read). Mostly known content: hash
         // first and skip the write.
         if self.present.load(Ordering::Relaxed) > self.stored.load(Ordering::Relaxed) {
-            let digest = from_dir::digest_file(file, size, algorithm, buf).context("reading")?;
+            let digest = scan::digest_file(file, size, algorithm, buf).context("reading")?;
             if self.repo.has_object(&digest) {
                 self.present.fetch_add(1, Ordering::Relaxed);
                 return Ok((digest, Stored::AlreadyPresent));

@@ -4,8 +4,7 @@
 //! EROFS image ([`erofs`]) -> object store ([`repo`]) -> mounts ([`mount`]). Shared types live
 //! low ([`fsverity`], [`tree`]); policy lives high (`cli`).
 //!
-//! `unsafe` is denied everywhere except `fsverity::ioctl`, which holds the raw ioctls.
-#![deny(unsafe_code)]
+//! `unsafe` is denied everywhere except [`sys`], which holds the raw ioctls.
 
 pub mod atomic;
 pub mod boot;
@@ -19,5 +18,7 @@ pub mod image;
 pub mod mount;
 pub mod oci;
 pub mod repo;
+pub mod scan;
 pub mod setup_root;
+pub mod sys;
 pub mod tree;

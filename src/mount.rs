@@ -30,8 +30,8 @@ use rustix::mount::{
 };
 
 use crate::fsverity::Digest;
-use crate::fsverity::ioctl::{loop_configure_read_only, loop_ctl_get_free};
 use crate::repo::Repository;
+use crate::sys::{loop_configure_read_only, loop_ctl_get_free};
 
 /// Whether overlayfs must check each object's fs-verity digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -482,17 +482,25 @@ mod tests {
         assert!(s.ends_with("(kernel: e erofs: bad superblock)"), "{s}");
     }
 
+    /// Prints why a test cannot run here, or fails it when CI requires every prerequisite
+    /// (`CFS_REQUIRE_TOOLS=1`, as `tests/common` does for the integration tests).
+    fn skip(why: &str) {
+        if std::env::var("CFS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+            panic!("CFS_REQUIRE_TOOLS=1 but {why}");
+        }
+        eprintln!("SKIP: {why}");
+    }
+
     #[test]
     fn erofs_rejects_garbage() {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("note: not root, skipping erofs mount test");
-            return;
+            return skip("not root: the erofs mount test needs CAP_SYS_ADMIN");
         }
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, &[0u8; 8192]).unwrap();
         match fsmount_erofs_file(f.as_fd()) {
             Ok(_) => panic!("garbage mounted as EROFS"),
-            Err(e) if e.errno == Errno::PERM => eprintln!("note: mounting not permitted: {e}"),
+            Err(e) if e.errno == Errno::PERM => skip(&format!("mounting not permitted: {e}")),
             // EROFS logs a bad superblock to dmesg, not to the fs context: only the errno.
             Err(e) => assert_eq!(e.errno, Errno::INVAL, "{e}"),
         }
@@ -503,8 +511,7 @@ mod tests {
     fn legacy_lowerdir_string_mount() {
         use crate::fsverity::Algorithm;
         if !rustix::process::geteuid().is_root() {
-            eprintln!("note: not root, skipping the legacy overlay mount test");
-            return;
+            return skip("not root: the legacy overlay mount test needs CAP_SYS_ADMIN");
         }
         let td = tempfile::tempdir().unwrap();
         let repo = Repository::init(td.path().join("repo"), Algorithm::Sha256).unwrap();
@@ -531,17 +538,13 @@ mod tests {
             .status()
         {
             Ok(s) => assert!(s.success()),
-            Err(_) => {
-                eprintln!("note: mkfs.erofs not installed, skipping");
-                return;
-            }
+            Err(e) => return skip(&format!("mkfs.erofs cannot run: {e}")),
         }
         let image = std::fs::File::open(&img).unwrap();
         let erofs = match fsmount_erofs_file(image.as_fd()) {
             Ok(m) => m,
             Err(e) if e.errno == Errno::PERM => {
-                eprintln!("note: mounting not permitted: {e}");
-                return;
+                return skip(&format!("mounting not permitted: {e}"));
             }
             Err(e) => panic!("{e}"),
         };
@@ -572,8 +575,7 @@ mod tests {
     #[test]
     fn erofs_via_loop_device() {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("note: not root, skipping the loop device test");
-            return;
+            return skip("not root: the loop device test needs CAP_SYS_ADMIN");
         }
         let td = tempfile::tempdir().unwrap();
         let tree = td.path().join("tree");
@@ -587,18 +589,12 @@ mod tests {
             .status()
         {
             Ok(s) => assert!(s.success()),
-            Err(_) => {
-                eprintln!("note: mkfs.erofs not installed, skipping");
-                return;
-            }
+            Err(e) => return skip(&format!("mkfs.erofs cannot run: {e}")),
         }
         let image = std::fs::File::open(&img).unwrap();
         let erofs = match fsmount_erofs_loop(&image) {
             Ok(m) => m,
-            Err(e) => {
-                eprintln!("note: no loop devices here, skipping: {e:#}");
-                return;
-            }
+            Err(e) => return skip(&format!("no loop devices here: {e:#}")),
         };
         let mnt = td.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();

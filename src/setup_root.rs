@@ -32,8 +32,8 @@ pub use crate::boot::cmdline::{self, ImageArg};
 pub use crate::deploy::layout::ENABLE_VERITY_MARKER;
 pub use crate::deploy::setup_conf::{self as config, SetupConf as Config};
 use crate::fsverity::Digest;
-use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity};
 use crate::mount::{FsError, MountOptions, VerityMode, fsmount_composefs};
+use crate::repo::images::{OpenError, open_beneath, open_verified};
 
 /// Why the boot was refused. These are the cases a person at the console must understand.
 #[derive(Debug, thiserror::Error)]
@@ -282,40 +282,31 @@ fn open_and_measure(repo: &OwnedFd, repo_path: &Path, image: &ImageArg) -> Resul
     let expected = &image.digest;
     let rel = format!("images/{}", expected.to_hex());
     // RESOLVE_BENEATH: the image link must not lead out of the repository.
-    let file = match crate::repo::images::open_beneath(repo, &rel) {
-        Ok(fd) => File::from(fd),
-        Err(Errno::NOENT) => {
-            return Err(Refusal::MissingImage(*expected, repo_path.to_owned()).into());
-        }
-        Err(e) => return Err(e).with_context(|| format!("opening {}/{rel}", repo_path.display())),
-    };
-    let measured = match measure_verity(&file) {
-        Ok(d) => d,
-        Err(e @ (MeasureError::NoVerity | MeasureError::NotSupported)) => {
-            if !image.insecure {
-                return Err(Refusal::MissingVerity {
-                    expected: *expected,
-                    reason: e.to_string(),
-                }
-                .into());
+    let open = || open_beneath(repo, &rel);
+    let file = open_verified(open, expected, expected.algorithm(), |e| {
+        if !image.insecure {
+            return Err(Refusal::MissingVerity {
+                expected: *expected,
+                reason: e.to_string(),
             }
-            eprintln!(
-                "cfs-setup-root: WARNING: image {expected} has no fs-verity ({e}); composefs=? given, booting WITHOUT integrity checks"
-            );
-            compute_digest_at(&file, expected.algorithm())
-                .with_context(|| format!("reading image {expected}"))?
+            .into());
         }
-        Err(MeasureError::Io(e)) => {
-            return Err(e).with_context(|| format!("measuring image {expected}"));
-        }
-    };
-    if &measured != expected {
-        return Err(Refusal::DigestMismatch {
+        eprintln!(
+            "cfs-setup-root: WARNING: image {expected} has no fs-verity ({e}); composefs=? given, booting WITHOUT integrity checks"
+        );
+        Ok(())
+    })
+    .map_err(|e| match e {
+        OpenError::Missing => Refusal::MissingImage(*expected, repo_path.to_owned()).into(),
+        OpenError::Mismatch { measured } => Refusal::DigestMismatch {
             expected: *expected,
             measured,
         }
-        .into());
-    }
+        .into(),
+        // A refusal is the whole message already (and what the caller matches on).
+        OpenError::Other(e) if e.is::<Refusal>() => e,
+        OpenError::Other(e) => e.context(format!("{}/{rel}", repo_path.display())),
+    })?;
     // The measurement comes from the Merkle tree root; a flipped data byte shows only when the
     // kernel reads it. Reading the (small) image now turns that into a clear refusal instead
     // of an EROFS mount error.
@@ -334,7 +325,7 @@ fn open_and_measure(repo: &OwnedFd, repo_path: &Path, image: &ImageArg) -> Resul
             }
         }
     }
-    Ok((file, measured))
+    Ok((file, *expected))
 }
 
 /// Turns "overlayfs does not know verity=" into [`Refusal::UnsupportedKernel`].

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Output;
 
-use cfsctl::erofs::format::MAX_DEPTH;
+use cfsctl::erofs::limits::MAX_DEPTH;
 use common::ociimage::{Compression, Layer, write_layout};
 use common::{assert_fsck_clean, cfsctl, run_ok};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};

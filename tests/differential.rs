@@ -3,27 +3,28 @@
 //! directories) are written by both writers and must give identical bytes.
 //!
 //! Runs when `$MKCOMPOSEFS` or `/opt/composefs-c/bin/mkcomposefs` exists, else prints that it
-//! was skipped. `CFS_DIFF_CASES` sets the number of cases (default 48), `CFS_DIFF_SEED` the
-//! first seed.
+//! was skipped. Cases come from proptest (`prop_perturb`: a dump drawn from the case's
+//! generator); `CFS_DIFF_CASES` sets their number (default 48; 4 times as many mutations),
+//! `CFS_DIFF_SEED` the runner's seed.
 
+mod common;
+
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::Command;
 
 use cfsctl::dumpfile::{ParseMode, parse};
 use cfsctl::erofs::writer::{WriteOptions, image_bytes};
+use proptest::prelude::*;
+use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 
-/// xorshift64*: small, deterministic, good enough for test data.
-struct Rng(u64);
+/// The random choices of one dump, drawn from the generator proptest hands a perturbed
+/// strategy (a ChaCha stream, seeded from the runner's: reproducible with `CFS_DIFF_SEED`).
+struct Gen<'r>(&'r mut TestRng);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
+impl Gen<'_> {
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.random_range(0..n)
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -33,6 +34,34 @@ impl Rng {
             .map(|_| alphabet[self.below(alphabet.len() as u64) as usize])
             .collect()
     }
+}
+
+/// A runner for `cases` cases, deterministic: its generator is seeded from `CFS_DIFF_SEED`
+/// (default 1) and `salt`, so a failing case can be run again. Failures shrink the dump size
+/// a little (every shrink step runs mkcomposefs again) and are not persisted: the failing
+/// dump is kept in the temporary directory instead.
+fn runner(cases: u32, salt: u8) -> TestRunner {
+    let seed: u64 = std::env::var("CFS_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut bytes = [salt; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 32,
+        ..ProptestConfig::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+/// `CFS_DIFF_CASES`, default 48.
+fn case_count() -> u32 {
+    std::env::var("CFS_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
 }
 
 fn mkcomposefs() -> Option<(PathBuf, Option<PathBuf>)> {
@@ -88,7 +117,7 @@ struct Entry {
     linkable: bool,
 }
 
-fn random_xattrs(rng: &mut Rng, pool: &[Vec<u8>]) -> String {
+fn random_xattrs(rng: &mut Gen, pool: &[Vec<u8>]) -> String {
     let mut s = String::new();
     let n = match rng.below(10) {
         0..=4 => 0,
@@ -129,7 +158,7 @@ fn random_xattrs(rng: &mut Rng, pool: &[Vec<u8>]) -> String {
     s
 }
 
-fn mtime(rng: &mut Rng) -> String {
+fn mtime(rng: &mut Gen) -> String {
     if rng.chance(50) {
         "1000.0".into()
     } else {
@@ -137,7 +166,7 @@ fn mtime(rng: &mut Rng) -> String {
     }
 }
 
-fn owner(rng: &mut Rng) -> u64 {
+fn owner(rng: &mut Gen) -> u64 {
     if rng.chance(10) {
         70000 + rng.below(1000)
     } else {
@@ -146,7 +175,7 @@ fn owner(rng: &mut Rng) -> u64 {
 }
 
 /// One random dump.
-fn random_dump(rng: &mut Rng, size: usize) -> String {
+fn random_dump(rng: &mut Gen, size: usize) -> String {
     let pool: Vec<Vec<u8>> = (0..4)
         .map(|_| {
             let len = rng.below(30) as usize;
@@ -326,28 +355,20 @@ fn random_dump(rng: &mut Rng, size: usize) -> String {
 #[test]
 fn random_trees_match_c_mkcomposefs() {
     let Some((tool, libdir)) = mkcomposefs() else {
-        println!("mkcomposefs not found (set MKCOMPOSEFS): differential test skipped");
-        return;
+        return common::skip_or_fail("mkcomposefs not found (set MKCOMPOSEFS)").unwrap_or(());
     };
-    let cases: u64 = std::env::var("CFS_DIFF_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48);
-    let first: u64 = std::env::var("CFS_DIFF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
-    let (mut matched, mut refused) = (0, 0);
-    for seed in first..first + cases {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let size = if seed % 8 == 0 {
-            600
-        } else {
-            1 + rng.below(60) as usize
-        };
-        let dump = random_dump(&mut rng, size);
-        let (min, max) = [(0, 0), (0, 1), (1, 1), (1, 0)][rng.below(4) as usize];
+    let (matched, refused) = (Cell::new(0), Cell::new(0));
+    let case = Cell::new(0u32);
+    // One case in 8 is a big tree (600 entries, wide directories), as before proptest.
+    let size = prop_oneof![1 => Just(600usize), 7 => 1usize..=60];
+    let versions = prop::sample::select(vec![(0u32, 0u32), (0, 1), (1, 1), (1, 0)]);
+    let cases = (size, versions).prop_perturb(|(size, (min, max)), mut rng| {
+        (random_dump(&mut Gen(&mut rng), size), min, max)
+    });
+    let result = runner(case_count(), 0xd1).run(&cases, |(dump, min, max)| {
+        case.set(case.get() + 1);
+        let seed = case.get();
         let dump_path = dir.path().join(format!("case-{seed}.dump"));
         let img_path = dir.path().join(format!("case-{seed}.img"));
         std::fs::write(&dump_path, &dump).unwrap();
@@ -384,29 +405,34 @@ fn random_trees_match_c_mkcomposefs() {
                 if want != image {
                     let at = want.iter().zip(&image).position(|(a, b)| a != b);
                     panic!(
-                        "seed {seed}: images differ (lengths {} / {}, first difference at {at:?}); dump kept at {}",
+                        "case {seed}: images differ (lengths {} / {}, first difference at {at:?}); dump kept at {}",
                         want.len(),
                         image.len(),
                         keep()
                     );
                 }
-                matched += 1;
+                matched.set(matched.get() + 1);
             }
             (false, Err(e)) => {
-                println!("seed {seed}: both refused: {e}");
-                refused += 1;
+                println!("case {seed}: both refused: {e}");
+                refused.set(refused.get() + 1);
             }
             (true, Err(e)) => panic!(
-                "seed {seed}: C accepted, we refused: {e}; dump at {}",
+                "case {seed}: C accepted, we refused: {e}; dump at {}",
                 keep()
             ),
             (false, Ok(_)) => panic!(
-                "seed {seed}: C refused ({}), we accepted; dump at {}",
+                "case {seed}: C refused ({}), we accepted; dump at {}",
                 String::from_utf8_lossy(&c.stderr).trim(),
                 keep()
             ),
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    let (matched, refused) = (matched.get(), refused.get());
     println!("{matched} identical images, {refused} dumps refused by both");
     assert!(
         matched >= refused,
@@ -433,19 +459,15 @@ const MUTATION_BASE: &str = "/ 4096 40755 2 0 0 0 1000.5 - - - user.a=1 trusted.
 #[test]
 fn mutated_dumps_match_c_lenient() {
     let Some((tool, libdir)) = mkcomposefs() else {
-        println!("mkcomposefs not found (set MKCOMPOSEFS): mutation test skipped");
-        return;
+        return common::skip_or_fail("mkcomposefs not found (set MKCOMPOSEFS)").unwrap_or(());
     };
-    let cases: u64 = std::env::var("CFS_DIFF_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
-        * 4;
     const EDIT: &[u8] = b" \n\\x-@/09=.a7f\t+";
     let dir = tempfile::tempdir().unwrap();
-    let (mut same, mut refused, mut deliberate) = (0, 0, 0);
-    for seed in 1..=cases {
-        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let (same, refused, deliberate) = (Cell::new(0), Cell::new(0), Cell::new(0));
+    let case = Cell::new(0u32);
+    // 1 to 3 edits (replace, delete or insert a byte) at random places of the base dump.
+    let mutated = Just(()).prop_perturb(|(), mut rng| {
+        let mut rng = Gen(&mut rng);
         let mut dump = MUTATION_BASE.as_bytes().to_vec();
         for _ in 0..1 + rng.below(3) {
             let at = rng.below(dump.len() as u64) as usize;
@@ -457,6 +479,11 @@ fn mutated_dumps_match_c_lenient() {
                 _ => dump.insert(at, EDIT[rng.below(EDIT.len() as u64) as usize]),
             }
         }
+        dump
+    });
+    let result = runner(case_count() * 4, 0x3a).run(&mutated, |dump| {
+        case.set(case.get() + 1);
+        let seed = case.get();
         let dump_path = dir.path().join("m.dump");
         let img_path = dir.path().join("m.img");
         std::fs::write(&dump_path, &dump).unwrap();
@@ -482,22 +509,27 @@ fn mutated_dumps_match_c_lenient() {
             (true, Ok(image)) => {
                 assert!(
                     std::fs::read(&img_path).unwrap() == image,
-                    "seed {seed}: images differ for\n{shown}"
+                    "case {seed}: images differ for\n{shown}"
                 );
-                same += 1;
+                same.set(same.get() + 1);
             }
-            (false, Err(_)) => refused += 1,
+            (false, Err(_)) => refused.set(refused.get() + 1),
             (true, Err(e))
                 if e.contains("hardlink to a directory") || e.contains("invalid digest") =>
             {
-                deliberate += 1
+                deliberate.set(deliberate.get() + 1)
             }
-            (true, Err(e)) => panic!("seed {seed}: C accepted, we refused: {e}\n{shown}"),
+            (true, Err(e)) => panic!("case {seed}: C accepted, we refused: {e}\n{shown}"),
             (false, Ok(_)) => panic!(
-                "seed {seed}: C refused ({}), we accepted\n{shown}",
+                "case {seed}: C refused ({}), we accepted\n{shown}",
                 String::from_utf8_lossy(&c.stderr).trim()
             ),
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    let (same, refused, deliberate) = (same.get(), refused.get(), deliberate.get());
     println!("{same} identical, {refused} refused by both, {deliberate} deliberate differences");
 }

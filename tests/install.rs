@@ -10,21 +10,6 @@ use std::process::Command;
 
 const KVER: &str = "6.12.0-test";
 
-/// The binaries under test, when they exist (tests/vm/run-store-tests.sh runs test binaries in
-/// a VM that has no cargo target directory: skip there).
-fn binaries_present() -> bool {
-    let present = [
-        env!("CARGO_BIN_EXE_cfsctl"),
-        env!("CARGO_BIN_EXE_cfs-setup-root"),
-    ]
-    .iter()
-    .all(|p| Path::new(p).exists());
-    if !present {
-        eprintln!("SKIP: cfsctl binaries not found (running outside the build tree)");
-    }
-    present
-}
-
 fn make_repo(td: &Path) -> (std::path::PathBuf, String) {
     let rootfs = td.join("rootfs");
     let kdir = rootfs.join("usr/lib/modules").join(KVER);
@@ -68,7 +53,7 @@ fn make_repo(td: &Path) -> (std::path::PathBuf, String) {
 
 #[test]
 fn install_to_root_and_esp() {
-    if !binaries_present() {
+    if !common::binaries_present() {
         return;
     }
     let td = tempfile::tempdir().unwrap();

@@ -13,9 +13,10 @@ use cfsctl::oci::layer::{
     ImportOptions, LayerError, LayerTree, Limits, import_blob, import_layer, load_layer,
     store_layer,
 };
-use cfsctl::oci::merge::{CanonicalOptions, MergeError, canonicalize, merge_layers};
+use cfsctl::oci::merge::{MergeError, merge_layers};
 use cfsctl::oci::stream::{StreamError, decompress, media_type, stream_error};
 use cfsctl::repo::Repository;
+use cfsctl::tree::transform::{CanonicalOptions, canonicalize};
 use cfsctl::tree::{FileType, Tree, mode};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::Digest as _;
@@ -1029,11 +1030,11 @@ fn tar_and_directory_paths_agree() {
     let copts = CanonicalOptions::default();
     let from_tar = canonicalize(&merged, &copts);
 
-    let scan = cfsctl::tree::from_dir::ScanOptions {
+    let scan = cfsctl::scan::ScanOptions {
         hardlinks: true,
         ..Default::default()
     };
-    let (dir_tree, _) = cfsctl::tree::from_dir::read_dir(&src, &scan, None).unwrap();
+    let (dir_tree, _) = cfsctl::scan::read_dir(&src, &scan, None).unwrap();
     let from_dir = canonicalize(&dir_tree, &copts);
 
     let wo = WriteOptions::default();
@@ -1105,11 +1106,11 @@ fn imports_a_debian_package() {
     );
     let merged = merge_layers(&[layer]).unwrap();
     let copts = CanonicalOptions::default();
-    let scan = cfsctl::tree::from_dir::ScanOptions {
+    let scan = cfsctl::scan::ScanOptions {
         hardlinks: true,
         ..Default::default()
     };
-    let (dir_tree, _) = cfsctl::tree::from_dir::read_dir(&unpacked, &scan, None).unwrap();
+    let (dir_tree, _) = cfsctl::scan::read_dir(&unpacked, &scan, None).unwrap();
     let wo = WriteOptions::default();
     let a = compute_digest(&canonicalize(&merged, &copts), &wo, Algorithm::Sha256).unwrap();
     let b = compute_digest(&canonicalize(&dir_tree, &copts), &wo, Algorithm::Sha256).unwrap();

@@ -9,21 +9,6 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// The binaries under test, when they exist (tests/vm/run-store-tests.sh runs test binaries in
-/// a VM that has no cargo target directory: skip there).
-fn binaries_present() -> bool {
-    let present = [
-        env!("CARGO_BIN_EXE_cfsctl"),
-        env!("CARGO_BIN_EXE_cfs-setup-root"),
-    ]
-    .iter()
-    .all(|p| Path::new(p).exists());
-    if !present {
-        eprintln!("SKIP: cfsctl binaries not found (running outside the build tree)");
-    }
-    present
-}
-
 fn setup_root() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cfs-setup-root"))
 }
@@ -91,7 +76,7 @@ fn unmount_all(target: &Path) {
 
 #[test]
 fn insecure_mode_mounts_root_etc_var_and_sysroot() {
-    if !binaries_present() {
+    if !common::binaries_present() {
         return;
     }
     if !common::can_mount() {
@@ -159,7 +144,7 @@ fn insecure_mode_mounts_root_etc_var_and_sysroot() {
 
 #[test]
 fn secure_mode_refuses_image_without_verity() {
-    if !binaries_present() {
+    if !common::binaries_present() {
         return;
     }
     if !common::can_mount() {
@@ -191,7 +176,7 @@ fn secure_mode_refuses_image_without_verity() {
 
 #[test]
 fn refuses_altered_image_and_unknown_image() {
-    if !binaries_present() {
+    if !common::binaries_present() {
         return;
     }
     if !common::can_mount() {
@@ -236,7 +221,7 @@ fn refuses_altered_image_and_unknown_image() {
 
 #[test]
 fn no_composefs_argument_is_a_no_op() {
-    if !binaries_present() {
+    if !common::binaries_present() {
         return;
     }
     let out = setup_root()

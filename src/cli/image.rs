@@ -11,9 +11,9 @@ use crate::dumpfile::ParseMode;
 use crate::erofs::writer::{self, WriteOptions};
 use crate::fsverity::Algorithm;
 use crate::image::{self, BuildOptions, RepoSink, Source};
-use crate::oci::merge::CanonicalOptions;
 use crate::repo::Repository;
-use crate::tree::from_dir::{ContentSink, DigestStoreDir, ScanOptions, ScanReport, XattrFilter};
+use crate::scan::{ContentSink, DigestStoreDir, ScanOptions, ScanReport, XattrFilter};
+use crate::tree::transform::CanonicalOptions;
 
 /// Options shared by everything that reads a source.
 #[derive(Debug, Args)]

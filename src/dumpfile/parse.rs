@@ -19,7 +19,10 @@ use std::io::{BufRead, Read};
 mod error;
 
 pub use self::error::{DumpError, LineError};
-use crate::erofs::format::MAX_DEPTH;
+use crate::erofs::limits::{
+    INLINE_CONTENT_MAX, MAX_CHUNKS, MAX_DEPTH, NAME_MAX, PAYLOAD_MAX, XATTR_NAME_MAX,
+    XATTR_VALUE_MAX, XATTRS_INPUT_MAX, chunk_count,
+};
 use crate::fsverity::Digest;
 use crate::tree::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr};
 
@@ -35,26 +38,9 @@ pub enum ParseMode {
     Strict,
 }
 
-/// Longest file name (`LCFS_MAX_NAME_LENGTH`, `lcfs-internal.h`).
-pub const MAX_NAME_LEN: usize = 255;
-/// Paths (symlink targets, backing files) must be shorter than `PATH_MAX` (4096;
-/// `lcfs_node_set_payload`).
-pub const MAX_PAYLOAD_LEN: usize = 4095;
-/// Largest inline content (`LCFS_INLINE_CONTENT_MAX`, `lcfs-writer.h`).
-pub const MAX_INLINE_LEN: usize = 5000;
-/// Longest xattr name (`XATTR_NAME_MAX`, `<linux/limits.h>`).
-pub const MAX_XATTR_NAME_LEN: usize = 255;
-/// Largest xattr value (`value_len > UINT16_MAX` is refused by `lcfs_node_set_xattr`).
-pub const MAX_XATTR_VALUE_LEN: usize = u16::MAX as usize;
-/// Budget for one inode's xattrs from external input (`LCFS_INODE_EXTERNAL_XATTR_MAX`),
-/// counted as mkcomposefs counts it: 12 for the header, then `7 + name + value` per xattr
-/// (`lcfs_node_set_xattr_internal`).
-pub const MAX_XATTRS_SIZE: usize = u16::MAX as usize / 2;
+// Every format limit (name, payload, inline, xattr, chunk, depth) is in `erofs::limits`.
 /// The xattr part of a line is capped to keep the C parser linear (`Too many xattrs`).
 pub const MAX_XATTR_SECTION_LEN: usize = u16::MAX as usize;
-/// Largest number of chunks of an external file: the chunk table must fit one block
-/// (`LCFS_MAX_NONINLINE_CHUNKS`, `lcfs-erofs-internal.h`).
-pub const MAX_CHUNKS: u64 = 1024;
 
 /// Longest line read. The longest valid line is about 118 KiB (a 4095-byte path and payload
 /// written as `\xNN`, 5000 bytes of escaped content, 64 KiB of xattrs); the C parser's
@@ -283,24 +269,6 @@ fn parse_digest(d: &[u8]) -> Result<Option<Digest>, LineError> {
     Err(LineError::InvalidDigest(text))
 }
 
-/// Number of chunks an external file of `size` bytes needs (`erofs_compute_chunking`).
-pub fn chunk_count(size: u64) -> u64 {
-    let bits = chunk_bits(size);
-    size.div_ceil(1u64 << bits)
-}
-
-/// Chunk size bits for an external file: the smallest power of two covering the file, at
-/// least one block, at most `block bits + 31` (`erofs_compute_chunk_bitsize`).
-pub fn chunk_bits(size: u64) -> u32 {
-    let bits = if size <= 1 {
-        // ilog2(0) is 0 in the C macro, so sizes 0 and 1 give 1 bit, then the minimum applies.
-        1
-    } else {
-        (size - 1).ilog2() + 1
-    };
-    bits.clamp(12, 12 + 31)
-}
-
 impl Builder {
     fn new(mode: ParseMode) -> Self {
         Builder {
@@ -409,7 +377,7 @@ impl Builder {
             if target.is_empty() {
                 return Err(LineError::EmptySymlink);
             }
-            if target.len() > MAX_PAYLOAD_LEN {
+            if target.len() > PAYLOAD_MAX {
                 return Err(LineError::PayloadTooLong(target.len()));
             }
             if self.mode == ParseMode::Strict {
@@ -428,13 +396,13 @@ impl Builder {
             inode.payload = Some(target.into());
         } else {
             if let Some(p) = &payload
-                && p.len() > MAX_PAYLOAD_LEN
+                && p.len() > PAYLOAD_MAX
             {
                 return Err(LineError::PayloadTooLong(p.len()));
             }
             inode.size = size;
             if let Some(c) = content {
-                if c.len() > MAX_INLINE_LEN {
+                if c.len() > INLINE_CONTENT_MAX {
                     return Err(LineError::InlineTooLarge(c.len()));
                 }
                 // Empty content is no content (`lcfs_node_set_content`).
@@ -502,10 +470,10 @@ impl Builder {
         name: Vec<u8>,
         value: Vec<u8>,
     ) -> Result<(), LineError> {
-        if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN {
+        if name.is_empty() || name.len() > XATTR_NAME_MAX {
             return Err(LineError::XattrNameLength(name.len()));
         }
-        if value.len() > MAX_XATTR_VALUE_LEN {
+        if value.len() > XATTR_VALUE_MAX {
             return Err(LineError::XattrValueTooLarge(value.len()));
         }
         let meta = 2 * 4 - 1;
@@ -521,7 +489,7 @@ impl Builder {
         if inode.xattrs.is_empty() {
             entry += 12;
         }
-        if self.xattr_budget + entry > MAX_XATTRS_SIZE {
+        if self.xattr_budget + entry > XATTRS_INPUT_MAX {
             return Err(LineError::XattrsTooLarge);
         }
         self.xattr_budget += entry;
@@ -575,7 +543,7 @@ impl Builder {
         if name.is_empty() {
             return Err(LineError::EmptyName(shown()));
         }
-        if name.len() > MAX_NAME_LEN {
+        if name.len() > NAME_MAX {
             return Err(LineError::NameTooLong { len: name.len() });
         }
         match self.tree.inodes[parent].entries.entry(name.into()) {

@@ -133,16 +133,7 @@ pub const XATTR_FILTER_DEFAULT: u32 = u32::MAX;
 /// xxh32 seed of the xattr name filter, plus the name index (`EROFS_XATTR_FILTER_SEED`).
 pub const XATTR_FILTER_SEED: u32 = 0x25BB_E08F;
 
-/// Longest file name a dirent can carry (`EROFS_NAME_LEN`).
-pub const NAME_LEN: usize = 255;
-
-/// Most components a path in an image may have (`/a` has one, `/a/b` two): one limit for
-/// every writer (dump parser, directory scan, layer import, image writer) and every reader.
-/// A deeper tree has paths longer than `PATH_MAX` (4096: each component takes at least a
-/// one-byte name and a `/`), which no tool can name in one call, and the limit bounds the
-/// work of everything that walks a tree. EROFS itself sets no limit; mkcomposefs neither, so
-/// this is ours (`docs/limits.md`).
-pub const MAX_DEPTH: usize = 2048;
+// The name length and depth limits are in `super::limits`, with every other limit.
 
 /// Directory entry file types (`EROFS_FT_*`, same values as the kernel's `FT_*`).
 pub mod file_type {

@@ -89,10 +89,10 @@ pub enum TreeRule {
     /// A file name with `/` or NUL.
     #[error("file name contains '/' or NUL")]
     NameWithSlashOrNul,
-    /// A path of more than [`MAX_DEPTH`](crate::erofs::format::MAX_DEPTH) components.
+    /// A path of more than [`MAX_DEPTH`](crate::erofs::limits::MAX_DEPTH) components.
     #[error(
         "more than {} path components, the most a composefs image holds",
-        crate::erofs::format::MAX_DEPTH
+        crate::erofs::limits::MAX_DEPTH
     )]
     TooDeep,
     /// A directory entry to an inode not in the tree.

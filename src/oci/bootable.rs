@@ -17,7 +17,7 @@
 
 use anyhow::Result;
 
-use super::merge::compact_in_place;
+use crate::tree::transform::compact_in_place;
 use crate::tree::{FileType, Tree};
 
 /// Why the boot variant cannot be made.

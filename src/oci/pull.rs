@@ -32,6 +32,7 @@ use crate::erofs::writer;
 use crate::fsverity::{self, Digest};
 use crate::repo::Repository;
 use crate::tree::Tree;
+use crate::tree::transform::CanonicalOptions;
 
 /// Where the tag goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -480,7 +481,7 @@ fn merge_stored_layers(
     }
     Ok(match failed {
         Some(e) => Err(e),
-        None => Ok(merger.finish_canonical(&merge::CanonicalOptions::default())),
+        None => Ok(merger.finish_canonical(&CanonicalOptions::default())),
     })
 }
 

@@ -68,8 +68,7 @@ impl Repository {
             },
         };
         self.check_algorithm(&digest)?;
-        // `images/<hex>` says the object may be mounted; the object itself is opened by its
-        // name, without following any link (the digest is checked below either way).
+        // `images/<hex>` says the object may be mounted.
         let rel = format!("{IMAGES}/{}", digest.to_hex());
         match rustix::fs::statat(&self.images, digest.to_hex(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => {}
@@ -78,43 +77,28 @@ impl Repository {
                 return Err(e).with_context(|| format!("reading {}/{rel}", self.path().display()));
             }
         }
-        let file = match open_nofollow(&self.objects, &digest.object_path(), OFlags::RDONLY) {
-            Ok(fd) => File::from(fd),
-            Err(Errno::NOENT) => return Err(RepoError::MissingImage(name.to_string()).into()),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("opening {}", self.object_path(&digest).display()));
+        // The object is opened by its name, without following any link.
+        let open = || open_nofollow(&self.objects, &digest.object_path(), OFlags::RDONLY);
+        let file = open_verified(open, &digest, self.algorithm(), |e| {
+            if self.verity_supported() {
+                tracing::warn!(
+                    "image {digest} has no fs-verity although the repository supports it ({e})"
+                );
             }
-        };
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            anyhow::bail!(
-                "{}: image {digest} is not a regular file",
-                self.object_path(&digest).display()
-            );
-        }
-        let actual = match measure_verity(&file) {
-            Ok(d) => d,
-            Err(MeasureError::NoVerity | MeasureError::NotSupported) => {
-                if self.verity_supported() {
-                    tracing::warn!(
-                        "image {digest} has no fs-verity although the repository supports it"
-                    );
-                }
-                compute_digest_at(&file, self.algorithm())
-                    .with_context(|| format!("reading image {digest}"))?
-            }
-            Err(MeasureError::Io(e)) => {
-                return Err(e).with_context(|| format!("measuring image {digest}"));
-            }
-        };
-        if actual != digest {
-            return Err(RepoError::DigestMismatch {
+            Ok(())
+        })
+        .map_err(|e| match e {
+            OpenError::Missing => RepoError::MissingImage(name.to_string()).into(),
+            OpenError::Mismatch { measured } => RepoError::DigestMismatch {
                 what: format!("image {name}"),
                 expected: digest,
-                actual,
+                actual: measured,
             }
-            .into());
-        }
+            .into(),
+            OpenError::Other(e) => {
+                e.context(format!("image {}", self.object_path(&digest).display()))
+            }
+        })?;
         Ok((file, digest))
     }
 
@@ -281,12 +265,67 @@ fn read_dir_names(dir: &OwnedFd) -> std::io::Result<Vec<(String, FileType)>> {
     Ok(out)
 }
 
+/// Why [`open_verified`] refused an image.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// There is no such file (ENOENT).
+    #[error("no such image")]
+    Missing,
+    /// The file's fs-verity digest is not the one asked for.
+    #[error("its fs-verity digest is {measured}")]
+    Mismatch {
+        /// What the kernel measured (or userspace computed).
+        measured: Digest,
+    },
+    /// Anything else: not a regular file, no verity refused by the caller, I/O.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Opens an image with `open` and checks that its fs-verity digest is `expected`: the
+/// kernel's measurement when verity is on; when it is off (or the filesystem has none),
+/// `without_verity` decides: an error refuses the image, `Ok` has the digest computed in
+/// userspace with `algorithm`. The one place that turns an image file into a trusted one,
+/// for the repository ([`Repository::open_image`]) and for `cfs-setup-root`.
+pub fn open_verified(
+    open: impl FnOnce() -> rustix::io::Result<OwnedFd>,
+    expected: &Digest,
+    algorithm: crate::fsverity::Algorithm,
+    without_verity: impl FnOnce(&MeasureError) -> Result<()>,
+) -> Result<File, OpenError> {
+    let file = match open() {
+        Ok(fd) => File::from(fd),
+        Err(Errno::NOENT) => return Err(OpenError::Missing),
+        Err(e) => return Err(anyhow::Error::from(e).context("opening").into()),
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(anyhow::anyhow!("image {expected} is not a regular file").into());
+    }
+    let measured = match measure_verity(&file) {
+        Ok(d) => d,
+        Err(e @ (MeasureError::NoVerity | MeasureError::NotSupported)) => {
+            without_verity(&e)?;
+            compute_digest_at(&file, algorithm)
+                .with_context(|| format!("reading image {expected}"))?
+        }
+        Err(MeasureError::Io(e)) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("measuring image {expected}"))
+                .into());
+        }
+    };
+    if &measured != expected {
+        return Err(OpenError::Mismatch { measured });
+    }
+    Ok(file)
+}
+
 /// Opens `rel` (read-only) below `dir` with `RESOLVE_BENEATH`: an image link, and anything
 /// it points to, must stay inside the repository. The kernel answers EAGAIN when a rename or
 /// mount anywhere raced with resolving the link's `..` (`openat2(2)`: retry). Kernels
 /// without `openat2` (before 5.6) give ENOSYS: the caller decides whether a plain `openat`
 /// will do (`cfs-setup-root` refuses).
-pub(crate) fn open_beneath(dir: impl AsFd, rel: &str) -> rustix::io::Result<OwnedFd> {
+pub fn open_beneath(dir: impl AsFd, rel: &str) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
     let mut tries = 0;

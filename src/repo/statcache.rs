@@ -28,8 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Repository, mkdir_exist_ok, write_file_atomic};
 use crate::fsverity::{Algorithm, Digest};
-use crate::tree::Timestamp;
-use crate::tree::from_dir::FileKey;
+use crate::tree::{FileKey, Timestamp};
 
 const CACHE_DIR: &str = "cache";
 const STAT_CACHE: &str = "stat-v1";

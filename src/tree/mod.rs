@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use crate::fsverity::Digest;
 
+pub mod transform;
+
 /// Index of an inode in [`Tree::inodes`].
 pub type InodeId = usize;
 
@@ -240,4 +242,40 @@ impl Tree {
         }
     }
 }
-pub mod from_dir;
+
+/// What identifies an unchanged file without reading it, as git's index does: where it is
+/// (`st_dev`, `st_ino`), its size, and its modification and change times with nanoseconds.
+/// A write changes the mtime and the ctime; `touch -d` can set the mtime back but never
+/// the ctime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime`, `st_mtime_nsec`.
+    pub mtime: Timestamp,
+    /// `st_ctime`, `st_ctime_nsec`.
+    pub ctime: Timestamp,
+}
+
+impl FileKey {
+    /// The key of a file from its `stat`.
+    pub fn from_stat(st: &rustix::fs::Stat) -> Self {
+        FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: Timestamp {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Timestamp {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
+        }
+    }
+}

@@ -90,6 +90,21 @@ pub fn skip_or_fail<T>(why: &str) -> Option<T> {
     None
 }
 
+/// The binaries under test, when they exist (tests/vm/run-store-tests.sh runs test binaries in
+/// a VM that has no cargo target directory: skip there).
+pub fn binaries_present() -> bool {
+    let present = [
+        env!("CARGO_BIN_EXE_cfsctl"),
+        env!("CARGO_BIN_EXE_cfs-setup-root"),
+    ]
+    .iter()
+    .all(|p| Path::new(p).exists());
+    if !present {
+        eprintln!("SKIP: cfsctl binaries not found (running outside the build tree)");
+    }
+    present
+}
+
 /// The cfsctl binary built for this test run.
 pub fn cfsctl() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_cfsctl"))

@@ -1,7 +1,9 @@
 //! Errors of the dump parser: which line, which rule.
 
-use super::{MAX_INLINE_LEN, MAX_LINE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_XATTRS_SIZE};
-use crate::erofs::format::MAX_DEPTH;
+use super::MAX_LINE_LEN;
+use crate::erofs::limits::{
+    INLINE_CONTENT_MAX, MAX_DEPTH, NAME_MAX, PAYLOAD_MAX, XATTRS_INPUT_MAX,
+};
 
 /// A dump that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +79,7 @@ pub enum LineError {
     #[error("empty file name in {0}")]
     EmptyName(String),
     /// The name is over 255 bytes.
-    #[error("file name of {len} bytes exceeds {MAX_NAME_LEN}")]
+    #[error("file name of {len} bytes exceeds {NAME_MAX}")]
     NameTooLong {
         /// Length found.
         len: usize,
@@ -112,7 +114,7 @@ pub enum LineError {
         size: u64,
     },
     /// Inline content over the limit.
-    #[error("inline content size {0} exceeds maximum {MAX_INLINE_LEN}")]
+    #[error("inline content size {0} exceeds maximum {INLINE_CONTENT_MAX}")]
     InlineTooLarge(usize),
     /// Strict: RDEV set on a non-device.
     #[error("non-zero devnum on non-device")]
@@ -121,7 +123,7 @@ pub enum LineError {
     #[error("symlink with empty target")]
     EmptySymlink,
     /// A symlink target or backing path of `PATH_MAX` bytes or more.
-    #[error("payload of {0} bytes is too long (max {MAX_PAYLOAD_LEN})")]
+    #[error("payload of {0} bytes is too long (max {PAYLOAD_MAX})")]
     PayloadTooLong(usize),
     /// Strict: SIZE of a symlink differs from its target length.
     #[error("invalid symlink size {size}, must match target length {target}")]
@@ -153,7 +155,7 @@ pub enum LineError {
     #[error("xattr value of {0} bytes is too large")]
     XattrValueTooLarge(usize),
     /// The inode's xattrs exceed the per-inode budget.
-    #[error("xattrs exceed the {MAX_XATTRS_SIZE}-byte per-inode limit")]
+    #[error("xattrs exceed the {XATTRS_INPUT_MAX}-byte per-inode limit")]
     XattrsTooLarge,
     /// A path of more than [`MAX_DEPTH`] components: an image cannot hold it.
     #[error("{0}: more than {MAX_DEPTH} path components, the most a composefs image holds")]

@@ -233,12 +233,3 @@ fn replaced_xattr_keeps_budget() {
     assert_eq!(t.inodes[a].xattrs.len(), 1);
     assert_eq!(t.inodes[a].xattr(b"user.a"), Some(&b"22"[..]));
 }
-
-#[test]
-fn chunking() {
-    assert_eq!(chunk_bits(1), 12);
-    assert_eq!(chunk_bits(4096), 12);
-    assert_eq!(chunk_bits(4097), 13);
-    assert_eq!(chunk_count(1 << 43), 1);
-    assert_eq!(chunk_count((1 << 43) + 1), 2);
-}

@@ -8,22 +8,16 @@ use std::collections::HashMap;
 use crate::erofs::format::{
     BLOCK_SIZE, Dirent, I_DATALAYOUT_BIT, I_DATALAYOUT_MASK, I_VERSION_BIT, I_VERSION_MASK,
     INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN, INODE_LAYOUT_COMPACT, InodeCompact,
-    InodeExtended, NAME_LEN, SLOT_BITS, XATTR_PREFIXES, XattrEntry, XattrHeader, xattr_ibody_size,
+    InodeExtended, SLOT_BITS, XATTR_PREFIXES, XattrEntry, XattrHeader, xattr_ibody_size,
 };
 use crate::fsverity::Digest;
 use crate::tree::{FileType, Inode, Timestamp, Xattr};
 
 use super::{Image, ReadError};
 
-/// Largest inline file content composefs writes or reads (`LCFS_INLINE_CONTENT_MAX`,
-/// `libcomposefs/lcfs-writer.h`).
-const INLINE_CONTENT_MAX: u64 = 5000;
-/// Symlink targets must be shorter than `PATH_MAX` (`<linux/limits.h>`), as the C reader checks.
-const PATH_MAX: u64 = 4096;
-/// Longest xattr name (`XATTR_NAME_MAX`, `<linux/limits.h>`).
-const XATTR_NAME_MAX: usize = 255;
-/// The C reader keeps an inode's xattrs within 64 KiB, counted its way (see [`XattrSet`]).
-const XATTR_TOTAL_MAX: usize = u16::MAX as usize;
+use crate::erofs::limits::{
+    INLINE_CONTENT_MAX, NAME_MAX, PAYLOAD_MAX, XATTR_NAME_MAX, XATTRS_READ_MAX,
+};
 
 use crate::erofs::format::overlay_xattr::{
     ESCAPE_PREFIX as OVERLAY_ESCAPE_PREFIX, ESCAPED_WHITEOUT, ESCAPED_WHITEOUTS,
@@ -127,7 +121,7 @@ impl Image<'_> {
             }
             FileType::Symlink => {
                 self.require_flat(&raw, "symlink")?;
-                if inode.size >= PATH_MAX {
+                if inode.size > PAYLOAD_MAX as u64 {
                     return Err(bad_inode(
                         nid,
                         format!("symlink target of {} bytes", inode.size),
@@ -146,7 +140,7 @@ impl Image<'_> {
                 inode.payload = Some(target.into());
             }
             FileType::Regular if inode.size != 0 && raw.is_flat() => {
-                if inode.size > INLINE_CONTENT_MAX {
+                if inode.size > INLINE_CONTENT_MAX as u64 {
                     return Err(bad_inode(
                         nid,
                         format!(
@@ -491,7 +485,7 @@ impl XattrSet {
         if self.xattrs.is_empty() {
             entry += XattrHeader::SIZE;
         }
-        if self.accounted + entry > XATTR_TOTAL_MAX {
+        if self.accounted + entry > XATTRS_READ_MAX {
             return Err("the inode's xattrs exceed 64 KiB".into());
         }
         self.accounted += entry;
@@ -564,7 +558,7 @@ fn read_dir_block(
             return Err(bad(format!("name {i} spans bytes {start}..{end}")));
         }
         let name = &block[start..end];
-        if name.is_empty() || name.len() > NAME_LEN || name.contains(&0) || name.contains(&b'/') {
+        if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) || name.contains(&b'/') {
             return Err(bad(format!(
                 "invalid name {:?}",
                 String::from_utf8_lossy(name)

@@ -140,7 +140,7 @@ pub enum ReadError {
 
 /// The most path components an entry may have; the writers enforce the same limit, so every
 /// image cfsctl writes reads back.
-pub use crate::erofs::format::MAX_DEPTH;
+pub use crate::erofs::limits::MAX_DEPTH;
 
 /// Bytes the tree may take, beyond [`BUDGET_PER_IMAGE_BYTE`] per image byte. Shared xattrs
 /// and hard links let a few image bytes stand for many tree bytes, so the bound is generous,

@@ -16,11 +16,10 @@
 use std::borrow::Cow;
 
 use super::{TreeRule, WriteError};
-use crate::dumpfile::parse::{
-    MAX_CHUNKS, MAX_INLINE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_XATTR_NAME_LEN,
-    MAX_XATTR_VALUE_LEN, MAX_XATTRS_SIZE, chunk_count,
+use crate::erofs::limits::{
+    INLINE_CONTENT_MAX, MAX_CHUNKS, MAX_DEPTH, NAME_MAX, PAYLOAD_MAX, XATTR_NAME_MAX,
+    XATTR_VALUE_MAX, XATTRS_INPUT_MAX, chunk_bits, chunk_count,
 };
-use crate::erofs::format::MAX_DEPTH;
 use crate::tree::{FileType, InodeId, ROOT, Timestamp, Tree, mode};
 
 use crate::erofs::format::overlay_xattr::{
@@ -177,7 +176,7 @@ fn set_xattr<'a>(
     if xattrs.is_empty() {
         entry += 12;
     }
-    if budget.wrapping_add(entry) > MAX_XATTRS_SIZE as u64 {
+    if budget.wrapping_add(entry) > XATTRS_INPUT_MAX as u64 {
         return Err(TreeRule::WriterXattrsTooLarge);
     }
     *budget = budget.wrapping_add(entry);
@@ -193,7 +192,7 @@ fn check_name(name: &[u8]) -> Result<(), TreeRule> {
         Err(TreeRule::EmptyName)
     } else if name == b"." || name == b".." {
         Err(TreeRule::DotName)
-    } else if name.len() > MAX_NAME_LEN {
+    } else if name.len() > NAME_MAX {
         Err(TreeRule::NameTooLong)
     } else if name.contains(&b'/') || name.contains(&0) {
         Err(TreeRule::NameWithSlashOrNul)
@@ -489,10 +488,10 @@ fn source_node<'a>(
     let mut xattrs = Vec::with_capacity(inode.xattrs.len());
     let mut size_budget = 0usize;
     for x in &inode.xattrs {
-        if x.name.is_empty() || x.name.len() > MAX_XATTR_NAME_LEN || x.name.contains(&0) {
+        if x.name.is_empty() || x.name.len() > XATTR_NAME_MAX || x.name.contains(&0) {
             return Err(invalid(TreeRule::InvalidXattrName));
         }
-        if x.value.len() > MAX_XATTR_VALUE_LEN {
+        if x.value.len() > XATTR_VALUE_MAX {
             return Err(invalid(TreeRule::XattrValueTooLarge));
         }
         size_budget += 7 + x.name.len() + x.value.len();
@@ -512,7 +511,7 @@ fn source_node<'a>(
             value: Cow::Borrowed(&x.value),
         });
     }
-    if !inode.xattrs.is_empty() && 12 + size_budget > MAX_XATTRS_SIZE {
+    if !inode.xattrs.is_empty() && 12 + size_budget > XATTRS_INPUT_MAX {
         return Err(invalid(TreeRule::XattrsTooLarge));
     }
     let mut size = inode.size;
@@ -520,7 +519,7 @@ fn source_node<'a>(
         FileType::Directory => Data::None,
         FileType::Symlink => {
             let target = inode.payload.as_deref().unwrap_or_default();
-            if target.is_empty() || target.len() > MAX_PAYLOAD_LEN || target.contains(&0) {
+            if target.is_empty() || target.len() > PAYLOAD_MAX || target.contains(&0) {
                 return Err(invalid(TreeRule::InvalidSymlinkTarget));
             }
             size = target.len() as u64;
@@ -531,7 +530,7 @@ fn source_node<'a>(
                 if content.len() as u64 != inode.size {
                     return Err(invalid(TreeRule::InlineSizeMismatch));
                 }
-                if content.len() > MAX_INLINE_LEN {
+                if content.len() > INLINE_CONTENT_MAX {
                     return Err(invalid(TreeRule::InlineTooLarge));
                 }
                 Data::Inline(content)
@@ -544,7 +543,7 @@ fn source_node<'a>(
                 }
                 Data::External {
                     chunks,
-                    chunk_bits: crate::dumpfile::parse::chunk_bits(inode.size),
+                    chunk_bits: chunk_bits(inode.size),
                 }
             }
         },

@@ -37,13 +37,15 @@ use std::io::Read;
 use anyhow::{Context, Result};
 
 use self::guard::HeaderGuard;
-use crate::dumpfile::parse::MAX_XATTRS_SIZE;
-use crate::erofs::format::MAX_DEPTH;
-use crate::oci::merge::compact_in_place;
+use crate::erofs::limits::{
+    INLINE_RECOMMENDED_MAX, MAX_DEPTH, NAME_MAX, PAYLOAD_MAX, XATTR_NAME_MAX, XATTR_VALUE_MAX,
+    XATTRS_INPUT_MAX,
+};
 use oci_spec::image::Descriptor;
 
 use crate::oci::stream::{LimitedReader, VerifyingReader, decompress, drain, unwrap_io};
 use crate::repo::Repository;
+use crate::tree::transform::{compact_in_place, is_whiteout};
 use crate::tree::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode};
 
 pub use store::{layer_digest, load_layer, store_layer};
@@ -55,17 +57,6 @@ pub const IMPLICIT_DIR_XATTR: &[u8] = b"trusted.cfsctl.implicit";
 /// Permission bits of implicitly created parent directories (what `mkdir -p` under umask 022,
 /// containerd and containers/storage use).
 pub const IMPLICIT_DIR_MODE: u32 = 0o755;
-/// Regular files up to this size are stored inside the tree, larger ones as objects
-/// (the composefs rule, [`crate::tree::from_dir::INLINE_CONTENT_MAX`]).
-pub const INLINE_MAX: u64 = crate::tree::from_dir::INLINE_CONTENT_MAX;
-/// Largest xattr value composefs images (and Linux, `XATTR_SIZE_MAX`) can hold.
-pub const XATTR_VALUE_MAX: usize = 65535;
-/// Largest xattr name (`XATTR_NAME_MAX`).
-pub const XATTR_NAME_MAX: usize = 255;
-/// Largest symlink target the composefs writer accepts (below `PATH_MAX`).
-pub const SYMLINK_MAX: usize = 4095;
-/// Largest file name (`NAME_MAX`).
-pub const NAME_MAX: usize = 255;
 
 /// Caps that keep a hostile layer from using unbounded disk or memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,8 +123,9 @@ pub enum LayerError {
     },
 }
 
-/// Imports a layer's (decompressed) tar stream: regular files over [`INLINE_MAX`] bytes are
-/// streamed into `repo` as objects, everything else is kept in the returned tree.
+/// Imports a layer's (decompressed) tar stream: regular files over
+/// [`INLINE_RECOMMENDED_MAX`] bytes are streamed into `repo` as objects, everything else is
+/// kept in the returned tree.
 ///
 /// Reads the stream to its end (the end-of-archive padding is part of the diff_id), so a
 /// [`VerifyingReader`] below `tar` gets to check its digest; its error is the root cause of
@@ -213,11 +205,6 @@ fn mark_implicit(inode: &mut Inode) {
         name: IMPLICIT_DIR_XATTR.into(),
         value: Box::default(),
     });
-}
-
-/// True for the layer tree's whiteouts (character device 0/0).
-pub fn is_whiteout(inode: &Inode) -> bool {
-    inode.file_type() == Some(FileType::CharDevice) && inode.rdev == 0
 }
 
 /// True for a directory carrying the opaque marker.
@@ -366,7 +353,7 @@ impl Importer<'_> {
                 let mut inode = self.metadata_of(entry, &raw_path, mode::S_IFREG, &pax)?;
                 let size = entry.size();
                 inode.size = size;
-                if size > INLINE_MAX {
+                if size > INLINE_RECOMMENDED_MAX {
                     let digest = self
                         .repo
                         .import_reader(&mut *entry, size)
@@ -404,7 +391,7 @@ impl Importer<'_> {
                     .link_name_bytes()
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                if target.is_empty() || target.len() > SYMLINK_MAX || target.contains(&0) {
+                if target.is_empty() || target.len() > PAYLOAD_MAX || target.contains(&0) {
                     return Err(self.bad(
                         &raw_path,
                         format!(
@@ -566,11 +553,11 @@ impl Importer<'_> {
                 .iter()
                 .map(|x| 7 + x.name.len() + x.value.len())
                 .sum::<usize>();
-        if !out.xattrs.is_empty() && budget > MAX_XATTRS_SIZE {
+        if !out.xattrs.is_empty() && budget > XATTRS_INPUT_MAX {
             return Err(self.bad(
                 path,
                 format!(
-                    "xattrs take {budget} bytes; composefs images hold at most {MAX_XATTRS_SIZE} \
+                    "xattrs take {budget} bytes; composefs images hold at most {XATTRS_INPUT_MAX} \
                      per inode"
                 ),
             ));

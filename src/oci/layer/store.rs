@@ -11,8 +11,8 @@ use super::{LayerTree, OPAQUE_XATTR};
 use crate::erofs::reader::read_image;
 use crate::erofs::writer::{WriteOptions, compute_digest, write_image};
 use crate::fsverity::{Algorithm, Digest};
-use crate::oci::merge::compact_in_place;
 use crate::repo::Repository;
+use crate::tree::transform::compact_in_place;
 
 /// Format version of layer images: the OCI one.
 fn write_options() -> WriteOptions {

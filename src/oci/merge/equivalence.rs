@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::tree::Xattr;
+use crate::tree::transform::{canonicalize, compact};
 
 /// `merge_layers` before [`LayerMerger`]: every layer borrowed at once, inodes cloned.
 fn merge_layers_by_copy(layers: &[LayerTree]) -> Result<Tree, MergeError> {

@@ -14,11 +14,11 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use crate::deploy::etc::{
     ConflictPolicy, ImageEtc, Plan, Report, apply, compare::is_overlay_xattr, plan,
 };
+use crate::erofs::limits::INLINE_RECOMMENDED_MAX as INLINE_CONTENT_MAX;
 use crate::erofs::reader::read_image;
 use crate::erofs::writer::{WriteOptions, image_bytes};
 use crate::fsverity::Algorithm;
 use crate::repo::Repository;
-use crate::tree::from_dir::INLINE_CONTENT_MAX;
 use crate::tree::{DirEntry, FileType, Inode, ROOT, Tree, Xattr, mode};
 
 /// True when running as root; otherwise the test says it is skipped.

@@ -13,7 +13,7 @@ use rustix::io::Errno;
 
 use super::hash::digest_file;
 use crate::fsverity::{Algorithm, Digest};
-use crate::tree::Timestamp;
+use crate::tree::FileKey;
 
 /// Receives the content of every external file of a scan, after it was hashed.
 ///
@@ -66,43 +66,6 @@ pub enum Stored {
     New,
     /// The sink held it already.
     AlreadyPresent,
-}
-
-/// What identifies an unchanged file without reading it, as git's index does: where it is
-/// (`st_dev`, `st_ino`), its size, and its modification and change times with nanoseconds.
-/// A write changes the mtime and the ctime; `touch -d` can set the mtime back but never
-/// the ctime.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FileKey {
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-    /// `st_size`.
-    pub size: u64,
-    /// `st_mtime`, `st_mtime_nsec`.
-    pub mtime: Timestamp,
-    /// `st_ctime`, `st_ctime_nsec`.
-    pub ctime: Timestamp,
-}
-
-impl FileKey {
-    /// The key of a file from its `stat`.
-    pub fn from_stat(st: &rustix::fs::Stat) -> Self {
-        FileKey {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime: Timestamp {
-                sec: st.st_mtime,
-                nsec: st.st_mtime_nsec as u32,
-            },
-            ctime: Timestamp {
-                sec: st.st_ctime,
-                nsec: st.st_ctime_nsec as u32,
-            },
-        }
-    }
 }
 
 /// A directory laid out like mkcomposefs `--digest-store`: the content with digest `d` at

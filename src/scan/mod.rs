@@ -19,7 +19,7 @@
 //!
 //! Metadata is read on the calling thread; file contents are hashed (and handed to a
 //! [`ContentSink`]) on a pool of worker threads (`hash.rs`). A sink that knows a file's
-//! digest from its [`FileKey`] (a stat cache) spares the scan from reading it at all.
+//! digest from its [`FileKey`](crate::tree::FileKey) (a stat cache) spares the scan from reading it at all.
 
 mod hash;
 mod sink;
@@ -37,16 +37,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use rustix::fs::{Advice, AtFlags, CWD, FileType as DirentType, Mode, OFlags, Stat};
 
-use super::{DirEntry, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode};
-use crate::erofs::format::MAX_DEPTH;
+use crate::erofs::limits::{INLINE_RECOMMENDED_MAX, MAX_DEPTH};
 use crate::fsverity::Algorithm;
+use crate::tree::{
+    DirEntry, FileKey, FileType, Inode, InodeId, ROOT, Timestamp, Tree, Xattr, mode,
+};
 
 pub use hash::digest_file;
-pub use sink::{ContentSink, DigestStoreDir, FileKey, Stored};
-
-/// Largest regular file stored inside the image instead of as an external object
-/// (`LCFS_RECOMMENDED_INLINE_CONTENT_MAX` in `libcomposefs/lcfs-writer.h`).
-pub const INLINE_CONTENT_MAX: u64 = 64;
+pub use sink::{ContentSink, DigestStoreDir, Stored};
 
 /// Which extended attributes to read (mkcomposefs `--skip-xattrs`, `--user-xattrs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -361,8 +359,8 @@ impl Scanner<'_, '_> {
         let mut job = None;
         if size == 0 {
             // Empty files have neither content nor digest (lcfs_node_set_from_content).
-        } else if size <= INLINE_CONTENT_MAX {
-            let mut buf = [0u8; INLINE_CONTENT_MAX as usize];
+        } else if size <= INLINE_RECOMMENDED_MAX {
+            let mut buf = [0u8; INLINE_RECOMMENDED_MAX as usize];
             let data = &mut buf[..size as usize];
             hash::read_exact_at(&fd, data, 0)
                 .with_context(|| format!("reading {}", self.full_path().display()))?;

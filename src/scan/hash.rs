@@ -15,9 +15,9 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{ContentSink, FileKey, ScanReport, Stored};
+use super::{ContentSink, ScanReport, Stored};
 use crate::fsverity::{Algorithm, BLOCK_SIZE, Digest, FsVerityHasher, block_hashes};
-use crate::tree::{InodeId, Tree};
+use crate::tree::{FileKey, InodeId, Tree};
 
 /// Read size. Small enough that a chunk is still in the L2 cache when it is hashed right
 /// after the kernel copied it in (measured: 256 KiB and more make the copy from tmpfs
