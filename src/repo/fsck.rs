@@ -389,7 +389,7 @@ impl Repository {
             let digest = target
                 .strip_prefix(&"../".repeat(depth))
                 .and_then(|t| t.strip_prefix(&format!("{OBJECTS}/")))
-                .and_then(|t| super::gc::object_path_digest(self, t));
+                .and_then(|t| super::object_path_digest(self, t));
             let Some(digest) = digest else {
                 report.problems.push(FsckProblem {
                     kind: FsckKind::BadRef,
@@ -441,7 +441,7 @@ impl Repository {
                 Ok(Links::Image(paths)) => {
                     report.images_checked += 1;
                     for p in paths {
-                        let present = super::gc::object_path_digest(self, &p)
+                        let present = super::object_path_digest(self, &p)
                             .is_some_and(|o| self.has_object(&o));
                         if !present {
                             report.problems.push(FsckProblem {

@@ -28,7 +28,9 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::layers::LAYERS;
-use super::{ExclusiveLock, IMAGES, OBJECTS, REFS, RepoError, Repository, TMP_PREFIX};
+use super::{
+    ExclusiveLock, IMAGES, OBJECTS, REFS, RepoError, Repository, TMP_PREFIX, object_path_digest,
+};
 use crate::erofs::format::COMPOSEFS_MAGIC;
 use crate::erofs::reader::referenced_objects;
 use crate::fsverity::Digest;
@@ -169,16 +171,6 @@ pub fn format_object_list(members: &[Digest]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-/// Whether `s` is an object path `XX/rest` of hex digits for a digest of this repository.
-pub(super) fn object_path_digest(repo: &Repository, s: &str) -> Option<Digest> {
-    let (xx, rest) = s.split_once('/')?;
-    if xx.len() != 2 || rest.contains('/') {
-        return None;
-    }
-    let d = Digest::from_hex(&format!("{xx}{rest}")).ok()?;
-    (d.algorithm() == repo.algorithm && d.object_path() == s).then_some(d)
 }
 
 impl Repository {

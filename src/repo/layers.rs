@@ -19,8 +19,9 @@ use anyhow::{Context, Result};
 use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
-use super::gc::object_path_digest;
-use super::{OCI_EROFS_VERSION, Repository, mkdir_exist_ok, symlink_atomic, trust};
+use super::{
+    OCI_EROFS_VERSION, Repository, mkdir_exist_ok, object_path_digest, symlink_atomic, trust,
+};
 use crate::fsverity::Digest;
 
 /// The index directory under the repository root.

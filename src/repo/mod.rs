@@ -446,6 +446,16 @@ fn open_dir(at: impl AsFd, path: impl rustix::path::Arg) -> io::Result<OwnedFd> 
     )?)
 }
 
+/// Whether `s` is an object path `XX/rest` of hex digits for a digest of this repository.
+pub(crate) fn object_path_digest(repo: &Repository, s: &str) -> Option<Digest> {
+    let (xx, rest) = s.split_once('/')?;
+    if xx.len() != 2 || rest.contains('/') {
+        return None;
+    }
+    let d = Digest::from_hex(&format!("{xx}{rest}")).ok()?;
+    (d.algorithm() == repo.algorithm && d.object_path() == s).then_some(d)
+}
+
 fn mkdir_exist_ok(at: impl AsFd, name: &str) -> io::Result<()> {
     match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o755)) {
         Ok(()) | Err(Errno::EXIST) => Ok(()),
