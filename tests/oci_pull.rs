@@ -62,7 +62,10 @@ fn oci_ref(dir: &Path, tag: &str) -> ImageReference {
 
 fn insecure() -> PullOptions<'static> {
     PullOptions {
-        source: SourceOptions { tls_verify: false },
+        source: SourceOptions {
+            tls_verify: false,
+            ..Default::default()
+        },
         ..PullOptions::default()
     }
 }

@@ -69,6 +69,8 @@ pub struct Upgrade {
     /// Verify registry TLS certificates (default: the config's tls-verify, true).
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     tls_verify: Option<bool>,
+    #[command(flatten)]
+    signatures: super::signature::SignatureArgs,
     /// Do what the config's auto-update says (none, check, stage, apply): what
     /// cfsctl-upgrade.service runs.
     #[arg(long, conflicts_with_all = ["check", "download_only", "apply"])]
@@ -122,6 +124,7 @@ impl Upgrade {
             policy: self.etc_conflict.unwrap_or(host.config.etc_conflict),
             source: SourceOptions {
                 tls_verify: self.tls_verify.unwrap_or(host.config.tls_verify),
+                policy: self.signatures.options(),
             },
             progress: bar.as_ref().map(|b| b as &dyn PullProgress),
         };

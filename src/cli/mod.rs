@@ -8,6 +8,7 @@ mod maint;
 mod oci;
 mod output;
 mod repo;
+mod signature;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -63,12 +63,15 @@ pub(crate) struct TransportArgs {
     /// Verify registry TLS certificates (`--tls-verify=false` for a local registry).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     tls_verify: bool,
+    #[command(flatten)]
+    signatures: super::signature::SignatureArgs,
 }
 
 impl TransportArgs {
     pub(crate) fn options(&self) -> SourceOptions {
         SourceOptions {
             tls_verify: self.tls_verify,
+            policy: self.signatures.options(),
         }
     }
 }

@@ -8,12 +8,14 @@
 //! - [`merge`]: layer trees -> one image tree (whiteouts, opaque directories, hardlinks) and
 //!   the canonicalization rules of `docs/oci-conventions.md`;
 //! - [`pull`], [`record`]: the pull orchestration and what the repository remembers;
-//! - [`seal`]: publishing the composefs digests in an image.
+//! - [`seal`]: publishing the composefs digests in an image;
+//! - [`policy`]: containers-policy.json(5) and signature verification, before anything is stored.
 
 pub mod bootable;
 pub mod error;
 pub mod layer;
 pub mod merge;
+pub mod policy;
 pub mod pull;
 pub mod record;
 pub mod reference;

@@ -27,7 +27,7 @@ use super::error::OciError;
 use super::record::{self, ImageRecord, LayerRecord};
 use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
-use super::{layer, merge, sealspec};
+use super::{layer, merge, policy, sealspec};
 use crate::erofs::writer;
 use crate::fsverity::{self, Digest};
 use crate::repo::Repository;
@@ -146,6 +146,8 @@ pub fn pull_from(
         record::validate_tag(tag)?;
     }
     let manifest = src.manifest()?;
+    // The policy judges the manifest that is imported below, before anything is stored.
+    policy::check(&opts.source.policy, name, &manifest)?;
     if let Some(tag) = &tag
         && let Some(result) = up_to_date(repo, tag, &manifest, opts)?
     {
@@ -427,6 +429,7 @@ pub fn compute(
     let src = source::open(reference, source)?;
     let name = reference.to_string();
     let result = src.manifest().and_then(|m| {
+        policy::check(&source.policy, &name, &m)?;
         let boot = match bootable {
             true => BootVariant::Required,
             false => BootVariant::No,

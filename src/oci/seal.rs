@@ -138,6 +138,7 @@ fn import(
     opts: &SealOptions<'_>,
 ) -> Result<Imported> {
     let manifest = src.manifest()?;
+    crate::oci::policy::check(&opts.source.policy, name, &manifest)?;
     let bootable = match opts.bootable {
         Some(true) => BootVariant::Required,
         Some(false) => BootVariant::No,

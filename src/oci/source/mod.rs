@@ -21,11 +21,16 @@ pub struct SourceOptions {
     /// Verify registry TLS certificates (`--tls-verify=false` turns it off, for a local
     /// registry).
     pub tls_verify: bool,
+    /// The signature policy and where signatures are looked up ([`crate::oci::policy`]).
+    pub policy: crate::oci::policy::PolicyOptions,
 }
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        SourceOptions { tls_verify: true }
+        SourceOptions {
+            tls_verify: true,
+            policy: Default::default(),
+        }
     }
 }
 
