@@ -201,6 +201,7 @@ fn assert_nothing_stored(repo: &Path, why: &str) {
 fn refused(o: &Output, repo: &Path, why: &str, expect: &[&str]) {
     let err = stderr(o);
     assert!(!o.status.success(), "{why}: accepted\n{err}");
+    eprintln!("{why}: refused as expected:\n{err}");
     for e in expect {
         assert!(err.contains(e), "{why}: no '{e}' in:\n{err}");
     }
@@ -464,4 +465,90 @@ fn oci_layouts_and_install_and_upgrade_go_through_the_policy() {
         .output()
         .unwrap();
     assert!(o.status.success(), "upgrade under dir.json: {}", stderr(&o));
+}
+
+/// `python3 -m http.server` serving a directory on 127.0.0.1; killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> Option<HttpServer> {
+        let python = common::find_tool("PYTHON3", "python3", &[])?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python)
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = HttpServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(server)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn signatures_through_an_http_lookaside_of_a_docker_namespace() {
+    let Some(w) = world() else { return };
+    w.push("a", "signed/a:v1", Some(&w.alice));
+    w.push("b", "plain/b:v1", None);
+    let Some(http) = HttpServer::start(&w.lookaside) else {
+        return;
+    };
+    // A per-namespace `docker:` section (more specific than the world's default-docker,
+    // which is left out here so only the http lookaside can serve the signature).
+    let regd = w.td.path().join("registries-http.d");
+    std::fs::create_dir(&regd).unwrap();
+    std::fs::write(
+        regd.join("ns.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside: http://127.0.0.1:{}\n",
+            w.registry.addr, http.port
+        ),
+    )
+    .unwrap();
+    let policy = w.signed_by("alice.json", "alice.gpg", serde_json::Value::Null);
+    let pull_http = |repo: &Path, reference: &str| {
+        common::cfsctl()
+            .args(["oci", "pull", "--tls-verify=false", "--repo"])
+            .arg(repo)
+            .arg("--registries.d")
+            .arg(&regd)
+            .arg("--signature-policy")
+            .arg(&policy)
+            .arg(reference)
+            .output()
+            .unwrap()
+    };
+    let (_t, r) = repo();
+    let o = pull_http(&r, &w.registry.url("plain/b:v1"));
+    let want = format!(
+        "no signature found at http://127.0.0.1:{}/plain/b@",
+        http.port
+    );
+    refused(&o, &r, "unsigned over http", &[&want]);
+    let o = pull_http(&r, &w.registry.url("signed/a:v1"));
+    assert!(o.status.success(), "signed over http: {}", stderr(&o));
 }
