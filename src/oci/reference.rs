@@ -2,8 +2,8 @@
 //!
 //! `oci:DIR[:TAG]` is read natively; every other containers-image transport (`docker://`,
 //! `oci-archive:`, `containers-storage:`, `dir:`, `docker-archive:`, `docker-daemon:`) goes
-//! through `skopeo experimental-image-proxy`, so registries.conf, auth files and policy.json
-//! apply exactly as they do for podman.
+//! through `skopeo experimental-image-proxy`, so registries.conf and auth files apply as they
+//! do for podman; policy.json is evaluated by [`crate::oci::policy`] (the proxy does not).
 
 use std::fmt;
 use std::path::PathBuf;
