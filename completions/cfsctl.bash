@@ -941,7 +941,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__install)
-            opts="-v -h -V --repo --tls-verify --sysroot --esp --to-disk --size --karg --target-imgref --bootloader --json --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --sysroot --esp --to-disk --size --karg --target-imgref --bootloader --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -953,6 +953,14 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --sysroot)
@@ -1031,7 +1039,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__compute__subcmd__id)
-            opts="-v -h -V --repo --tls-verify --json --bootable --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --json --bootable --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1043,6 +1051,14 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1233,7 +1249,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__pull)
-            opts="-v -h -V --repo --tls-verify --tag --require-sealed --json --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --tag --require-sealed --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1245,6 +1261,14 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --tag)
@@ -1277,7 +1301,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__seal)
-            opts="-v -h -V --repo --tls-verify --json --algorithm --bootable --no-bootable --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --json --algorithm --bootable --no-bootable --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1289,6 +1313,14 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --algorithm)
@@ -1393,7 +1425,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__switch)
-            opts="-v -h -V --sysroot --esp --config --check --download-only --apply --etc-conflict --tls-verify --auto --json --repo --verbose --help --version"
+            opts="-v -h -V --sysroot --esp --config --check --download-only --apply --etc-conflict --tls-verify --signature-policy --registries.d --auto --json --repo --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1417,6 +1449,14 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --repo)
@@ -1461,7 +1501,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__upgrade)
-            opts="-v -h -V --sysroot --esp --config --check --download-only --apply --etc-conflict --tls-verify --auto --json --repo --verbose --help --version"
+            opts="-v -h -V --sysroot --esp --config --check --download-only --apply --etc-conflict --tls-verify --signature-policy --registries.d --auto --json --repo --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1485,6 +1525,14 @@ _cfsctl() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --repo)

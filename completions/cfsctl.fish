@@ -138,6 +138,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and not __fish_seen_s
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l repo -d 'Repository directory' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l signature-policy -d 'The containers-policy.json(5) file the image must satisfy (default: ~/.config/containers/policy.json if it exists, else /etc/containers/policy.json)' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l registries.d -d 'The containers-registries.d(5) directory saying where signatures are (default: ~/.config/containers/registries.d if it exists, else /etc/containers/registries.d)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l tag -d 'Tag name (default: the reference as written)' -r
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l require-sealed -d 'Refuse images without the merged and config composefs annotations (`oci seal`)'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from pull" -l json -d 'Print the result as JSON'
@@ -168,6 +170,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subco
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l repo -d 'Repository to import into (nothing is tagged: a later pull writes fewer objects, until a `gc` removes them); default: a temporary one' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l signature-policy -d 'The containers-policy.json(5) file the image must satisfy (default: ~/.config/containers/policy.json if it exists, else /etc/containers/policy.json)' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l registries.d -d 'The containers-registries.d(5) directory saying where signatures are (default: ~/.config/containers/registries.d if it exists, else /etc/containers/registries.d)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l json -d 'Print JSON'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -l bootable -d 'Print the digest of the boot variant (`/boot` and `/sysroot` emptied, as bootc mounts it) instead'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from compute-id" -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
@@ -176,6 +180,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subco
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l repo -d 'Repository to import into; default: a temporary one' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l signature-policy -d 'The containers-policy.json(5) file the image must satisfy (default: ~/.config/containers/policy.json if it exists, else /etc/containers/policy.json)' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l registries.d -d 'The containers-registries.d(5) directory saying where signatures are (default: ~/.config/containers/registries.d if it exists, else /etc/containers/registries.d)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l algorithm -d 'fs-verity algorithm of the published digests (repeat or comma-separate for both); default: the repository\'s (sha256 for a temporary one)' -r
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l json -d 'Print JSON'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subcommand_from seal" -l bootable -d 'Publish the boot variant\'s digest (default: when the config has containers.bootc=1)'
@@ -194,6 +200,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand oci; and __fish_seen_subco
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l repo -d 'Repository directory' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l tls-verify -d 'Verify registry TLS certificates (`--tls-verify=false` for a local registry)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l signature-policy -d 'The containers-policy.json(5) file the image must satisfy (default: ~/.config/containers/policy.json if it exists, else /etc/containers/policy.json)' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l registries.d -d 'The containers-registries.d(5) directory saying where signatures are (default: ~/.config/containers/registries.d if it exists, else /etc/containers/registries.d)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l sysroot -d 'The target\'s physical root filesystem (gets composefs/ and state/)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l esp -d 'The target\'s ESP, for --sysroot (gets EFI/, loader/, cfsctl/)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand install" -l to-disk -d 'Write a raw GPT disk image (ESP + ext4 root with the verity feature) instead' -r -F
@@ -211,6 +219,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l config -d 'Lif
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l etc-conflict -d 'What to do when /etc changed locally and in the new image (default: the config\'s etc-conflict, refuse)' -r
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l tls-verify -d 'Verify registry TLS certificates (default: the config\'s tls-verify, true)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l signature-policy -d 'The containers-policy.json(5) file the image must satisfy (default: ~/.config/containers/policy.json if it exists, else /etc/containers/policy.json)' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l registries.d -d 'The containers-registries.d(5) directory saying where signatures are (default: ~/.config/containers/registries.d if it exists, else /etc/containers/registries.d)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l repo -d 'Repository directory, for the commands that use one [default: $CFSCTL_REPO, else /sysroot/composefs]' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l check -d 'Only fetch the manifest and say what would change; write nothing'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand upgrade" -l download-only -d 'Download and record the update, but do not make it the next boot until `cfsctl upgrade` (or `--apply`) runs again'
@@ -226,6 +236,8 @@ complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l config -d 'Life
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l etc-conflict -d 'What to do when /etc changed locally and in the new image (default: the config\'s etc-conflict, refuse)' -r
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l tls-verify -d 'Verify registry TLS certificates (default: the config\'s tls-verify, true)' -r -f -a "true\t''
 false\t''"
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l signature-policy -d 'The containers-policy.json(5) file the image must satisfy (default: ~/.config/containers/policy.json if it exists, else /etc/containers/policy.json)' -r -F
+complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l registries.d -d 'The containers-registries.d(5) directory saying where signatures are (default: ~/.config/containers/registries.d if it exists, else /etc/containers/registries.d)' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l repo -d 'Repository directory, for the commands that use one [default: $CFSCTL_REPO, else /sysroot/composefs]' -r -F
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l check -d 'Only fetch the manifest and say what would change; write nothing'
 complete -c cfsctl -n "__fish_cfsctl_using_subcommand switch" -l download-only -d 'Download and record the update, but do not make it the next boot until `cfsctl upgrade` (or `--apply`) runs again'
