@@ -24,6 +24,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration};
 use serde::Serialize;
 
 use super::error::OciError;
+pub use super::record::Imported;
 use super::record::{self, ImageRecord, LayerRecord};
 use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
@@ -258,35 +259,6 @@ pub enum BootVariant {
     IfPossible,
     /// Yes; an image that has none is an error.
     Required,
-}
-
-/// An image whose layers are all in the repository, merged (not yet tagged).
-pub struct Imported {
-    /// The manifest as received.
-    pub manifest: FetchedManifest,
-    /// The config, exact bytes.
-    pub config_bytes: Vec<u8>,
-    /// The config, parsed.
-    pub config: ImageConfiguration,
-    /// Per layer, bottom first.
-    pub layers: Vec<LayerRecord>,
-    /// The fs-verity digest (in the repository's algorithm) of the merged canonical image;
-    /// with `store_image`, the image is an object of that digest, not yet under `images/`.
-    pub image_digest: Digest,
-    /// The digest of the merged image's boot variant ([`super::bootable`]), when asked for.
-    pub bootable_digest: Option<Digest>,
-    /// Layers fetched (the others were known).
-    pub layers_fetched: usize,
-    /// Blob bytes read.
-    pub bytes_fetched: u64,
-}
-
-impl std::fmt::Debug for Imported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Imported")
-            .field("layers", &self.layers.len())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Fetches the config and the layers the repository lacks, and builds the merged image: with

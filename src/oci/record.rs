@@ -26,11 +26,12 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
+use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 use super::error::OciError;
 use super::reference::{decode_tag, encode_tag};
-use super::source::MAX_JSON;
+use super::source::{FetchedManifest, MAX_JSON};
 use crate::fsverity::Digest;
 use crate::repo::{RepoError, Repository};
 
@@ -297,6 +298,35 @@ pub fn known_layers(repo: &Repository) -> Result<HashMap<String, KnownLayer>> {
         }
     }
     Ok(out)
+}
+
+/// An image whose layers are all in the repository, merged (not yet tagged).
+pub struct Imported {
+    /// The manifest as received.
+    pub manifest: FetchedManifest,
+    /// The config, exact bytes.
+    pub config_bytes: Vec<u8>,
+    /// The config, parsed.
+    pub config: ImageConfiguration,
+    /// Per layer, bottom first.
+    pub layers: Vec<LayerRecord>,
+    /// The fs-verity digest (in the repository's algorithm) of the merged canonical image;
+    /// with `store_image`, the image is an object of that digest, not yet under `images/`.
+    pub image_digest: Digest,
+    /// The digest of the merged image's boot variant ([`super::bootable`]), when asked for.
+    pub bootable_digest: Option<Digest>,
+    /// Layers fetched (the others were known).
+    pub layers_fetched: usize,
+    /// Blob bytes read.
+    pub bytes_fetched: u64,
+}
+
+impl std::fmt::Debug for Imported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imported")
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

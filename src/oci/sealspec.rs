@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use super::error::OciError;
-use super::pull::Imported;
+use super::record::Imported;
 use crate::fsverity::{self, Algorithm, Digest, LOG_BLOCK_SIZE};
 use crate::repo::Repository;
 
