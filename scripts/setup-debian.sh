@@ -6,7 +6,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   erofs-utils attr fsverity e2fsprogs util-linux gzip ca-certificates curl gcc pkgconf \
   docker-registry skopeo umoci dosfstools mtools fdisk cpio systemd-boot-efi python3 zstd \
-  man-db groff-base zsh fish gnupg >/dev/null
+  man-db groff-base zsh fish gnupg openssl libssl-dev >/dev/null
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install a Rust toolchain (rustup) first" >&2; exit 1
 fi

@@ -53,29 +53,104 @@ const FS_IOC_ENABLE_VERITY: Opcode = opcode::write::<FsVerityEnableArg>(b'f', 13
 const FS_IOC_MEASURE_VERITY: Opcode = opcode::read_write::<FsVerityDigestHeader>(b'f', 134);
 
 /// `FS_IOC_ENABLE_VERITY` with `hash_algorithm` (`FS_VERITY_HASH_ALG_*`), `block_size`, no
-/// salt and no signature. The errno is returned as is: its meaning depends on the caller.
-pub fn fsverity_enable(fd: impl AsFd, hash_algorithm: u32, block_size: u32) -> Result<(), Errno> {
+/// salt, and `signature` (a PKCS#7 DER blob the kernel checks against its `.fs-verity`
+/// keyring) when given. The errno is returned as is: its meaning depends on the caller.
+pub fn fsverity_enable(
+    fd: impl AsFd,
+    hash_algorithm: u32,
+    block_size: u32,
+    signature: Option<&[u8]>,
+) -> Result<(), Errno> {
+    let (sig_ptr, sig_size) = match signature {
+        Some(sig) => (
+            sig.as_ptr() as u64,
+            u32::try_from(sig.len()).map_err(|_| Errno::MSGSIZE)?,
+        ),
+        None => (0, 0),
+    };
     let arg = FsVerityEnableArg {
         version: 1,
         hash_algorithm,
         block_size,
         salt_size: 0,
         salt_ptr: 0,
-        sig_size: 0,
+        sig_size,
         reserved1: 0,
-        sig_ptr: 0,
+        sig_ptr,
         reserved2: [0; 11],
     };
     // SAFETY: FS_IOC_ENABLE_VERITY reads exactly one `struct fsverity_enable_arg`, which
     // `FsVerityEnableArg` mirrors field for field (repr(C), same size encoded in the opcode).
-    // The salt and signature pointers are null with zero sizes, so the kernel reads no other
-    // memory, and it writes none.
+    // The salt pointer is null with a zero size; the signature pointer is null with a zero
+    // size, or points at `sig_size` bytes of `signature`, borrowed for the whole call, which
+    // the kernel only reads. It writes no user memory.
     unsafe {
         ioctl::ioctl(
             fd.as_fd(),
             Setter::<FS_IOC_ENABLE_VERITY, FsVerityEnableArg>::new(arg),
         )
     }
+}
+
+/// `struct fsverity_read_metadata_arg` (40 bytes).
+#[repr(C)]
+struct FsVerityReadMetadataArg {
+    metadata_type: u64,
+    offset: u64,
+    length: u64,
+    buf_ptr: u64,
+    reserved: u64,
+}
+
+/// `FS_IOC_READ_VERITY_METADATA = _IOWR('f', 135, struct fsverity_read_metadata_arg)`.
+const FS_IOC_READ_VERITY_METADATA: Opcode =
+    opcode::read_write::<FsVerityReadMetadataArg>(b'f', 135);
+/// `FS_VERITY_METADATA_TYPE_SIGNATURE`.
+const METADATA_TYPE_SIGNATURE: u64 = 3;
+
+/// `FS_IOC_READ_VERITY_METADATA` for the signature: the result is the ioctl's return value.
+struct ReadSignature {
+    arg: FsVerityReadMetadataArg,
+}
+
+// SAFETY: FS_IOC_READ_VERITY_METADATA reads one `struct fsverity_read_metadata_arg`,
+// mirrored by `FsVerityReadMetadataArg` (repr(C), size in the opcode), and writes at most
+// `length` bytes at `buf_ptr`, which [`fsverity_read_signature`] points at a buffer it
+// borrows mutably for the whole call. Its non-negative return value is the bytes written.
+unsafe impl Ioctl for ReadSignature {
+    type Output = usize;
+    const IS_MUTATING: bool = true;
+
+    fn opcode(&self) -> Opcode {
+        FS_IOC_READ_VERITY_METADATA
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        (&raw mut self.arg).cast()
+    }
+
+    unsafe fn output_from_ptr(
+        out: IoctlOutput,
+        _: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<usize> {
+        usize::try_from(out).map_err(|_| Errno::RANGE)
+    }
+}
+
+/// Reads the built-in signature the file's fs-verity was enabled with into `buf`; returns
+/// its length (ENODATA: none; the kernel returns at most `buf.len()` bytes).
+pub fn fsverity_read_signature(fd: impl AsFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    let op = ReadSignature {
+        arg: FsVerityReadMetadataArg {
+            metadata_type: METADATA_TYPE_SIGNATURE,
+            offset: 0,
+            length: buf.len() as u64,
+            buf_ptr: buf.as_mut_ptr() as u64,
+            reserved: 0,
+        },
+    };
+    // SAFETY: see the `Ioctl` impl of `ReadSignature`; `buf` outlives the call.
+    unsafe { ioctl::ioctl(fd.as_fd(), op) }
 }
 
 /// What `FS_IOC_MEASURE_VERITY` reported: the algorithm number (`FS_VERITY_HASH_ALG_*`) and

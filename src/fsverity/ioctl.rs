@@ -25,6 +25,16 @@ pub enum EnableError {
     /// fs-verity is already enabled on the file (EEXIST).
     #[error("fs-verity is already enabled on the file")]
     AlreadyEnabled,
+    /// The kernel refused the built-in signature: no key of the `.fs-verity` keyring made it
+    /// (ENOKEY), it does not verify (EKEYREJECTED), or it is not valid PKCS#7 (EBADMSG).
+    #[error(
+        "the kernel refused the fs-verity signature ({0}): is its certificate in the .fs-verity keyring?"
+    )]
+    SignatureRejected(io::Error),
+    /// The kernel has no built-in fs-verity signatures (ENOPKG:
+    /// `CONFIG_FS_VERITY_BUILTIN_SIGNATURES` is off).
+    #[error("this kernel cannot check fs-verity signatures (CONFIG_FS_VERITY_BUILTIN_SIGNATURES)")]
+    NoSignatureSupport,
     /// Any other error (EINVAL for a refused algorithm, EIO, ENOSPC...).
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -55,13 +65,49 @@ fn is_not_supported(e: Errno) -> bool {
 /// `fd` must be opened read-only and no writable descriptor to the file may be open anywhere
 /// (the kernel returns ETXTBSY otherwise).
 pub fn enable_verity(fd: impl AsFd, algorithm: Algorithm) -> Result<(), EnableError> {
-    let result = sys::fsverity_enable(fd, algorithm.kernel_id().into(), BLOCK_SIZE as u32);
+    enable(fd, algorithm, None)
+}
+
+/// Enables fs-verity on `fd` as [`enable_verity`] does, with a built-in signature: a PKCS#7
+/// DER blob over the file's `fsverity_formatted_digest`
+/// ([`super::signature::formatted_digest`]), which the kernel checks against the keys of its
+/// `.fs-verity` keyring before it enables anything (kernel
+/// `Documentation/filesystems/fsverity.rst`, "Built-in signature verification").
+pub fn enable_verity_signed(
+    fd: impl AsFd,
+    algorithm: Algorithm,
+    signature: &[u8],
+) -> Result<(), EnableError> {
+    enable(fd, algorithm, Some(signature))
+}
+
+fn enable(fd: impl AsFd, algorithm: Algorithm, sig: Option<&[u8]>) -> Result<(), EnableError> {
+    let result = sys::fsverity_enable(fd, algorithm.kernel_id().into(), BLOCK_SIZE as u32, sig);
     match result {
         Ok(()) => Ok(()),
+        Err(e @ (Errno::KEYREJECTED | Errno::NOKEY | Errno::BADMSG)) if sig.is_some() => {
+            Err(EnableError::SignatureRejected(e.into()))
+        }
+        Err(Errno::NOPKG) if sig.is_some() => Err(EnableError::NoSignatureSupport),
         Err(e) if is_not_supported(e) => Err(EnableError::NotSupported),
         Err(Errno::TXTBSY) => Err(EnableError::Busy),
         Err(Errno::EXIST) => Err(EnableError::AlreadyEnabled),
         Err(e) => Err(EnableError::Io(e.into())),
+    }
+}
+
+/// The built-in signature `fd`'s fs-verity was enabled with (`FS_IOC_READ_VERITY_METADATA`),
+/// `None` when it has none.
+pub fn read_signature(fd: impl AsFd) -> Result<Option<Vec<u8>>, MeasureError> {
+    let mut buf = vec![0u8; 64 << 10];
+    match sys::fsverity_read_signature(fd, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(Errno::NODATA) => Ok(None),
+        Err(e) if is_not_supported(e) => Err(MeasureError::NotSupported),
+        Err(e) => Err(MeasureError::Io(e.into())),
     }
 }
 

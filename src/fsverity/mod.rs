@@ -5,6 +5,7 @@
 //! (kernel `Documentation/filesystems/fsverity.rst`, "File digest computation").
 
 pub mod ioctl;
+pub mod signature;
 
 use std::fmt;
 use std::io::{self, Read};

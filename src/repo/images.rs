@@ -15,7 +15,7 @@ use rustix::io::Errno;
 use super::trust::open_nofollow;
 use super::{IMAGES, RepoError, Repository, symlink_atomic, validate_ref_name};
 use crate::fsverity::Digest;
-use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity};
+use crate::fsverity::ioctl::{MeasureError, compute_digest_at, measure_verity, read_signature};
 
 impl Repository {
     /// Stores `bytes` (an EROFS image) as an object and publishes it as `images/<hex>`.
@@ -46,6 +46,39 @@ impl Repository {
         let target = format!("../objects/{}", digest.object_path());
         symlink_atomic(&self.images, &digest.to_hex(), &target)
             .with_context(|| format!("linking {}/images/{digest}", self.path().display()))
+    }
+
+    /// Whether the object of image `digest` has fs-verity enabled with a built-in signature.
+    pub fn image_signed(&self, digest: &Digest) -> Result<bool> {
+        if !self.verity_supported() {
+            return Ok(false);
+        }
+        let file = self.open_object(digest)?;
+        match read_signature(&file) {
+            Ok(sig) => Ok(sig.is_some()),
+            Err(MeasureError::NoVerity) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading the signature of image {digest}")),
+        }
+    }
+
+    /// Gives the stored image `digest` its fs-verity signature `signature` (PKCS#7 DER over
+    /// its `fsverity_formatted_digest`), which the kernel checks against its `.fs-verity`
+    /// keyring: the object is copied, verity is enabled on the copy with the signature, the
+    /// copy is measured and renamed over the object (same bytes, same digest; a mounted image
+    /// keeps its old inode). An object signed already is left alone. A refusal by the kernel
+    /// leaves the object as it was.
+    pub fn sign_image(&self, digest: &Digest, signature: &[u8]) -> Result<()> {
+        if !self.verity_supported() {
+            anyhow::bail!(
+                "{}: the filesystem has no fs-verity, so the kernel cannot check the image's \
+                 signature",
+                self.path().display()
+            );
+        }
+        if self.image_signed(digest)? {
+            return Ok(());
+        }
+        self.replace_object_signed(digest, signature)
     }
 
     /// Whether `images/<hex>` exists.

@@ -371,7 +371,8 @@ impl Repository {
                 Ok(()) | Err(EnableError::AlreadyEnabled) => Ok(true),
                 Err(EnableError::NotSupported) => Ok(false),
                 Err(EnableError::Busy) => Err(Errno::TXTBSY.into()),
-                Err(EnableError::Io(e)) => Err(e),
+                Err(EnableError::Io(e) | EnableError::SignatureRejected(e)) => Err(e),
+                Err(EnableError::NoSignatureSupport) => Err(Errno::NOPKG.into()),
             }
         };
         match probe() {

@@ -19,6 +19,7 @@ use rustix::io::Errno;
 
 use super::trust::{open_child_dir, open_nofollow};
 use super::{RepoError, Repository, describe_fd, mkdir_exist_ok, proc_fd_path, temp_name};
+use crate::fsverity::ioctl::enable_verity_signed;
 use crate::fsverity::ioctl::{EnableError, compute_digest_at, measure_verity};
 use crate::fsverity::{Digest, FsVerityHasher, HashingWriter, digest_bytes, ioctl::enable_verity};
 
@@ -356,6 +357,54 @@ impl Repository {
                 Err(e).with_context(|| format!("opening {}", self.object_path(digest).display()))
             }
         }
+    }
+
+    /// Replaces the stored object `digest` by a copy whose fs-verity is enabled with
+    /// `signature` (see [`Repository::sign_image`]).
+    pub(super) fn replace_object_signed(&self, digest: &Digest, signature: &[u8]) -> Result<()> {
+        let what = || format!("signing object {digest} in {}", self.path.display());
+        let src = self.open_object(digest)?;
+        let path = digest.object_path();
+        let (xx, rest) = path.split_at(2);
+        let dir = open_child_dir(&self.objects, xx)
+            .map_err(|e| io::Error::other(format!("objects/{xx}: {e}")))
+            .with_context(what)?;
+        let name = temp_name("signed");
+        let fd = rustix::fs::openat(
+            &dir,
+            name.as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .with_context(what)?;
+        let result = (|| -> Result<()> {
+            let tmp = File::from(fd);
+            let mut buf = vec![0u8; 256 * 1024];
+            let copied = copy_hashing(&src, &tmp, None, self.algorithm, &mut buf)?;
+            anyhow::ensure!(
+                copied == *digest,
+                "the object's content changed while copied"
+            );
+            tmp.sync_all()?;
+            drop(tmp);
+            let ro: File = rustix::fs::openat(
+                &dir,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?
+            .into();
+            enable_verity_signed(&ro, self.algorithm, signature)?;
+            let measured = measure_verity(&ro)?;
+            anyhow::ensure!(measured == *digest, "measured {measured} after signing");
+            rustix::fs::renameat(&dir, name.as_str(), &dir, &rest[1..])?;
+            rustix::fs::fsync(&dir)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty());
+        }
+        result.with_context(what)
     }
 
     /// Stores `data` as an object (nothing is written if it is already present).
