@@ -1249,7 +1249,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__pull)
-            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --tag --require-sealed --json --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --tag --require-sealed --verity-cert --kernel-signature --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1272,6 +1272,10 @@ _cfsctl() {
                     return 0
                     ;;
                 --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verity-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1301,7 +1305,7 @@ _cfsctl() {
             return 0
             ;;
         cfsctl__subcmd__oci__subcmd__seal)
-            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --json --algorithm --bootable --no-bootable --verbose --help --version"
+            opts="-v -h -V --repo --tls-verify --signature-policy --registries.d --json --algorithm --bootable --no-bootable --artifact --sign-key --sign-cert --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1324,6 +1328,14 @@ _cfsctl() {
                     return 0
                     ;;
                 --algorithm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

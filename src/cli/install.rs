@@ -177,6 +177,7 @@ impl Install {
                 require_sealed: false,
                 source: self.transport.options(),
                 progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+                ..Default::default()
             };
             let pulled = pull::pull(src, &reference, &opts)
                 .with_context(|| format!("pulling {reference}"))?;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::output::outln;
 use crate::fsverity::Algorithm;
+use crate::fsverity::signature::{SigningKey, TrustedCerts};
 use crate::mount;
 use crate::oci::pull::{self, PullOptions, PullProgress, PullResult, Tagging};
 use crate::oci::record;
@@ -131,9 +132,12 @@ pub struct Pull {
     /// Tag name (default: the reference as written).
     #[arg(long, value_name = "NAME")]
     tag: Option<String>,
-    /// Refuse images without the merged and config composefs annotations (`oci seal`).
+    /// Refuse images without the merged and config composefs digests (`oci seal`): inline
+    /// annotations, or a composefs artifact referring to the image (`oci seal --artifact`).
     #[arg(long)]
     require_sealed: bool,
+    #[command(flatten)]
+    signatures: SignatureArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -141,16 +145,43 @@ pub struct Pull {
     reference: String,
 }
 
+/// fs-verity signatures of the seal (`oci pull`, `install`).
+#[derive(Debug, Args)]
+pub struct SignatureArgs {
+    /// Require fs-verity signatures (`oci seal --sign-key`) on the sealed digests, made by
+    /// the key of this certificate (PEM or DER; repeat for several). Implies a sealed image.
+    #[arg(long, value_name = "CERT")]
+    pub verity_cert: Vec<PathBuf>,
+    /// Also enable fs-verity on the merged image with its signature, so the kernel checks it
+    /// against its .fs-verity keyring (the certificate must be loaded there:
+    /// `keyctl padd asymmetric '' %keyring:.fs-verity < cert.der`).
+    #[arg(long, requires = "verity_cert")]
+    pub kernel_signature: bool,
+}
+
+impl SignatureArgs {
+    /// The certificates, loaded (`None` without `--verity-cert`).
+    pub fn certs(&self) -> Result<Option<TrustedCerts>> {
+        if self.verity_cert.is_empty() {
+            return Ok(None);
+        }
+        TrustedCerts::load(&self.verity_cert).map(Some)
+    }
+}
+
 impl Pull {
     pub fn run(self) -> Result<()> {
         let reference = parse_ref(&self.reference)?;
         let repo = Repository::open(&self.repo.repo)?;
+        let certs = self.signatures.certs()?;
         let bar = Bar::new();
         let opts = PullOptions {
             tagging: self.tag.map_or(Tagging::Reference, Tagging::Name),
             require_sealed: self.require_sealed,
             source: self.transport.options(),
             progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+            verity_certs: certs.as_ref(),
+            kernel_signature: self.signatures.kernel_signature,
         };
         let result =
             pull::pull(&repo, &reference, &opts).with_context(|| format!("pulling {reference}"))?;
@@ -352,6 +383,7 @@ impl ComputeId {
             require_sealed: false,
             source: self.transport.options(),
             progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+            ..Default::default()
         };
         let result =
             pull::pull(&repo, &reference, &opts).with_context(|| format!("reading {reference}"))?;
@@ -381,16 +413,34 @@ pub struct Seal {
     /// Do not publish the boot variant's digest.
     #[arg(long)]
     no_bootable: bool,
+    /// Artifact mode: leave the image untouched and write the digests (and signatures) as an
+    /// OCI artifact referring to it, next to it (registry: pushed by digest and listed under
+    /// the referrers tag sha256-<hex>; oci: layout: an untagged index entry).
+    #[arg(long, conflicts_with = "destination")]
+    artifact: bool,
+    /// Sign every digest published with this private key (PEM or DER): PKCS#7 over the
+    /// kernel's fsverity_formatted_digest, as `fsverity sign` does. Needs --sign-cert.
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    sign_key: Option<PathBuf>,
+    /// The certificate of --sign-key (PEM or DER).
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
     /// The image to seal.
     source: String,
-    /// Where to write the sealed image: oci:DIR[:TAG], docker://..., any skopeo transport.
-    destination: String,
+    /// Where to write the sealed image: oci:DIR[:TAG], docker://..., any skopeo transport
+    /// (not with --artifact).
+    #[arg(required_unless_present = "artifact")]
+    destination: Option<String>,
 }
 
 impl Seal {
     pub fn run(self) -> Result<()> {
         let src = parse_ref(&self.source)?;
-        let dst = parse_ref(&self.destination)?;
+        let dst = self.destination.as_deref().map(parse_ref).transpose()?;
+        let signer = match (&self.sign_key, &self.sign_cert) {
+            (Some(k), Some(c)) => Some(SigningKey::load(k, c)?),
+            _ => None,
+        };
         let (repo, _tmp) = repo_or_temp(self.repo.as_ref())?;
         let bar = Bar::new();
         let opts = SealOptions {
@@ -403,9 +453,11 @@ impl Seal {
                 _ => None,
             },
             progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+            signer: signer.as_ref(),
+            artifact: self.artifact,
         };
-        let result =
-            seal::seal(&repo, &src, &dst, &opts).with_context(|| format!("sealing {src}"))?;
+        let result = seal::seal(&repo, &src, dst.as_ref(), &opts)
+            .with_context(|| format!("sealing {src}"))?;
         drop(bar);
         if self.json {
             outln!("{}", serde_json::to_string_pretty(&result)?)?;

@@ -188,6 +188,7 @@ pub fn upgrade(
                 require_sealed: false,
                 source: opts.source.clone(),
                 progress: opts.progress,
+                ..Default::default()
             },
         )?;
         stage_pulled(host, &repo, &state, &cur, &rec, &origin, &pulled, opts)

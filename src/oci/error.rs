@@ -79,8 +79,8 @@ pub enum OciError {
     /// `--require-sealed` and the manifest lacks the merged or config annotation of the
     /// repository's algorithm.
     #[error(
-        "{reference}: image is not sealed (no {missing} annotation) and a sealed image is \
-         required; seal it with `cfsctl oci seal`"
+        "{reference}: image is not sealed (no {missing} annotation, inline or in a composefs \
+         artifact) and a sealed image is required; seal it with `cfsctl oci seal`"
     )]
     Unsealed {
         /// The image reference.
@@ -97,6 +97,35 @@ pub enum OciError {
         what: String,
         /// Its value.
         value: String,
+    },
+    /// A composefs artifact that breaks the specification's rules.
+    #[error("{what}: malformed composefs artifact: {why}")]
+    MalformedArtifact {
+        /// The image and the artifact's digest.
+        what: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Signatures are required (`--verity-cert`) and a digest has none.
+    #[error(
+        "{reference}: {key} is not signed, and signatures are required (--verity-cert); \
+         nothing was tagged"
+    )]
+    Unsigned {
+        /// The image reference.
+        reference: String,
+        /// The digest's annotation key (and artifact).
+        key: String,
+    },
+    /// A `.sig` that does not verify with the configured certificates.
+    #[error("{reference}: the signature of {key} {reason}; nothing was tagged")]
+    BadSignature {
+        /// The image reference.
+        reference: String,
+        /// The digest's annotation key (and artifact).
+        key: String,
+        /// Why.
+        reason: String,
     },
     /// No image matched (tag not in an `oci:` dir, no linux/amd64 entry in an index).
     #[error("{0}")]

@@ -11,9 +11,11 @@
 //! - [`seal`]: publishing the composefs digests in an image;
 //! - [`policy`]: containers-policy.json(5) and signature verification, before anything is stored.
 
+pub mod artifact;
 pub mod bootable;
 pub mod error;
 pub mod layer;
+pub mod layout;
 pub mod merge;
 pub mod policy;
 pub mod pull;

@@ -28,8 +28,9 @@ pub use super::record::Imported;
 use super::record::{self, ImageRecord, LayerRecord};
 use super::reference::ImageReference;
 use super::source::{self, FetchedManifest, ImageSource, SourceOptions};
-use super::{layer, merge, policy, sealspec};
+use super::{artifact, layer, merge, policy, sealspec};
 use crate::erofs::writer;
+use crate::fsverity::signature::TrustedCerts;
 use crate::fsverity::{self, Digest};
 use crate::repo::Repository;
 use crate::tree::Tree;
@@ -80,6 +81,12 @@ pub struct PullOptions<'a> {
     pub source: SourceOptions,
     /// Progress display.
     pub progress: Option<&'a dyn PullProgress>,
+    /// Require fs-verity signatures of the seal's digests, made by the key of one of these
+    /// certificates (`--verity-cert`); implies a sealed image.
+    pub verity_certs: Option<&'a TrustedCerts>,
+    /// Enable fs-verity on the merged image with its signature, so that the kernel checks it
+    /// against its `.fs-verity` keyring (`--kernel-signature`; needs `verity_certs`).
+    pub kernel_signature: bool,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -87,6 +94,8 @@ impl std::fmt::Debug for PullOptions<'_> {
         f.debug_struct("PullOptions")
             .field("require_sealed", &self.require_sealed)
             .field("progress", &self.progress.is_some())
+            .field("verity_certs", &self.verity_certs)
+            .field("kernel_signature", &self.kernel_signature)
             .finish_non_exhaustive()
     }
 }
@@ -154,8 +163,25 @@ pub fn pull_from(
     {
         return Ok(result);
     }
+    anyhow::ensure!(
+        !opts.kernel_signature || opts.verity_certs.is_some(),
+        "--kernel-signature needs --verity-cert (the signature is checked here first)"
+    );
+    // Artifact mode: looked for when a seal is needed and the manifest has none inline.
+    let artifacts = if (opts.require_sealed || opts.verity_certs.is_some())
+        && !sealspec::has_inline(&manifest.manifest, repo.algorithm())
+    {
+        match name.parse::<ImageReference>() {
+            Ok(r) => artifact::find(&r, &manifest.digest, &opts.source)
+                .with_context(|| format!("{name}: looking for composefs artifacts"))?,
+            Err(_) => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
     let objects_before = repo.objects_stored();
-    let bootable = match sealspec::wants_bootable(&manifest.manifest, repo.algorithm()) {
+    let bootable = match sealspec::wants_bootable(&manifest.manifest, &artifacts, repo.algorithm())
+    {
         true => BootVariant::Required,
         false => BootVariant::No,
     };
@@ -168,7 +194,22 @@ pub fn pull_from(
         bootable,
         opts.progress,
     )?;
-    let sealed = sealspec::verify(repo, name, &imported, opts.require_sealed)?;
+    let sealed = sealspec::verify(
+        repo,
+        name,
+        &imported,
+        opts.require_sealed,
+        &artifacts,
+        opts.verity_certs,
+    )?;
+    if opts.kernel_signature {
+        let sig = sealed
+            .merged_signature
+            .as_deref()
+            .expect("verify requires the merged signature with certificates");
+        repo.sign_image(&imported.image_digest, sig)
+            .with_context(|| format!("{name}: enabling fs-verity with the image's signature"))?;
+    }
 
     // Stored only when tagging (below); without a tag they would be garbage at once.
     let manifest_object = fsverity::digest_bytes(repo.algorithm(), &imported.manifest.bytes);
@@ -181,7 +222,9 @@ pub fn pull_from(
         config_object: config_object.to_hex(),
         image: imported.image_digest.to_hex(),
         erofs_version: crate::repo::OCI_EROFS_VERSION,
-        sealed,
+        sealed: sealed.merged,
+        seal_artifacts: sealed.artifacts,
+        signed: sealed.signed,
         layers: imported.layers.clone(),
     };
     if let Some(tag) = &tag {
@@ -228,6 +271,13 @@ fn up_to_date(
         || record.erofs_version != crate::repo::OCI_EROFS_VERSION
         || !repo.has_image(&image)
     {
+        return Ok(None);
+    }
+    // Signatures asked for now but not checked then: checked again (the layers are here).
+    if opts.verity_certs.is_some() && !record.signed {
+        return Ok(None);
+    }
+    if opts.kernel_signature && !repo.image_signed(&image)? {
         return Ok(None);
     }
     if opts.require_sealed && record.sealed.is_none() {

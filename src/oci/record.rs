@@ -78,6 +78,13 @@ pub struct ImageRecord {
     /// The merged image's `composefs.merged.erofs.v1.fsverity-*` annotation (hex), when the
     /// image is sealed (verified).
     pub sealed: Option<String>,
+    /// The composefs artifacts (manifest digests) the seal was checked against (artifact
+    /// mode); empty for an inline seal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seal_artifacts: Vec<String>,
+    /// The seal's signatures were checked against configured certificates (`--verity-cert`).
+    #[serde(default)]
+    pub signed: bool,
     /// Layers, bottom first.
     pub layers: Vec<LayerRecord>,
 }
@@ -344,6 +351,8 @@ mod tests {
             image: image.to_hex(),
             erofs_version: crate::repo::OCI_EROFS_VERSION,
             sealed: None,
+            seal_artifacts: Vec::new(),
+            signed: false,
             layers: vec![LayerRecord {
                 digest: format!("sha256:{}", "3".repeat(64)),
                 diff_id: format!("sha256:{}", "4".repeat(64)),

@@ -11,8 +11,6 @@
 //! layout and `skopeo copy`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -20,12 +18,16 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use base64::Engine as _;
+
+use super::artifact;
+use super::layout::Layout;
 use super::pull::{self, BootVariant, Imported, PullProgress};
 use super::reference::ImageReference;
 use super::sealspec::{self, LEGACY_LAYER_ANNOTATION, Role};
-use super::source::{self, ImageSource, SourceOptions, ocidir::REF_NAME};
-use super::stream::VerifyingReader;
-use crate::fsverity::{self, Algorithm};
+use super::source::{self, ImageSource, SourceOptions};
+use crate::fsverity::signature::SigningKey;
+use crate::fsverity::{self, Algorithm, Digest};
 use crate::repo::Repository;
 
 /// The config label that marks a bootc image (ARCHITECTURE.md, "Bootable image").
@@ -46,6 +48,10 @@ pub struct SealOptions<'a> {
     pub bootable: Option<bool>,
     /// Progress while importing the source.
     pub progress: Option<&'a dyn PullProgress>,
+    /// Sign every digest published (`.sig` keys inline, signature layers in an artifact).
+    pub signer: Option<&'a SigningKey>,
+    /// Artifact mode: leave the image untouched and write a referrer ([`super::artifact`]).
+    pub artifact: bool,
 }
 
 impl std::fmt::Debug for SealOptions<'_> {
@@ -55,6 +61,8 @@ impl std::fmt::Debug for SealOptions<'_> {
             .field("algorithms", &self.algorithms)
             .field("bootable", &self.bootable)
             .field("progress", &self.progress.is_some())
+            .field("signer", &self.signer)
+            .field("artifact", &self.artifact)
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +78,8 @@ pub struct SealedDigests {
     pub merged_bootable: Option<String>,
     /// The config JSON.
     pub config: String,
+    /// The image manifest JSON (artifact mode only).
+    pub manifest: Option<String>,
     /// Per layer, bottom first.
     pub layers: Vec<String>,
 }
@@ -81,8 +91,13 @@ pub struct SealResult {
     pub digests: Vec<SealedDigests>,
     /// The annotations added to the manifest (top level).
     pub annotations: BTreeMap<String, String>,
-    /// Digest of the new manifest.
+    /// Digest of the image's manifest: the new one inline, the untouched one with
+    /// `--artifact`.
     pub manifest_digest: String,
+    /// Artifact mode: the digests of the artifacts written (one per algorithm).
+    pub artifacts: Vec<String>,
+    /// Whether every digest was signed.
+    pub signed: bool,
     /// Digest of the config (unchanged).
     pub config_digest: String,
 }
@@ -93,9 +108,15 @@ pub struct SealResult {
 pub fn seal(
     repo: &Repository,
     src: &ImageReference,
-    dst: &ImageReference,
+    dst: Option<&ImageReference>,
     opts: &SealOptions<'_>,
 ) -> Result<SealResult> {
+    if opts.artifact && dst.is_some_and(|d| d != src) {
+        anyhow::bail!(
+            "with --artifact the image stays where it is and the artifact goes next to it: \
+             give no destination"
+        );
+    }
     let mut algorithms = opts.algorithms.clone();
     if algorithms.is_empty() {
         algorithms.push(repo.algorithm());
@@ -119,10 +140,18 @@ pub fn seal(
         let closed = source.close();
         let imported = imported?;
         closed?;
-        digests.push(digests_of(&imported, alg)?);
+        let mut d = digests_of(&imported, alg)?;
+        if opts.artifact {
+            d.manifest = Some(fsverity::digest_bytes(alg, &imported.manifest.bytes).to_hex());
+        }
+        digests.push(d);
         first.get_or_insert(imported);
     }
     let imported = first.expect("at least one algorithm");
+    if opts.artifact {
+        return write_artifacts(src, &imported, digests, opts);
+    }
+    let dst = dst.context("a destination for the sealed image is needed (or --artifact)")?;
     let source = source::open(src, &opts.source)?;
     let result = write_sealed(&*source, &imported, digests, dst, opts);
     let closed = source.close();
@@ -162,6 +191,7 @@ fn digests_of(imported: &Imported, alg: Algorithm) -> Result<SealedDigests> {
         merged: imported.image_digest.to_hex(),
         merged_bootable: imported.bootable_digest.map(|d| d.to_hex()),
         config: fsverity::digest_bytes(alg, &imported.config_bytes).to_hex(),
+        manifest: None,
         layers: imported
             .layers
             .iter()
@@ -191,6 +221,32 @@ fn annotations_of(desc: &mut Value) -> Result<&mut serde_json::Map<String, Value
         .context("annotations are not a JSON object")
 }
 
+/// Signs `hex` (a digest) with `signer`, as a `.sig` annotation value: base64 of the DER.
+fn signature_value(signer: &SigningKey, hex: &str) -> Result<String> {
+    let digest = Digest::from_hex(hex)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(signer.sign(&digest)?))
+}
+
+/// Inserts `key: hex`, and its `.sig` when signing.
+fn insert_digest(
+    map: &mut impl Extend<(String, String)>,
+    key: String,
+    hex: &str,
+    signer: Option<&SigningKey>,
+) -> Result<()> {
+    if let Some(signer) = signer {
+        map.extend([(sealspec::sig_key(&key), signature_value(signer, hex)?)]);
+    }
+    map.extend([(key, hex.to_string())]);
+    Ok(())
+}
+
+fn insert_all(ann: &mut serde_json::Map<String, Value>, entries: BTreeMap<String, String>) {
+    for (k, v) in entries {
+        ann.insert(k, v.into());
+    }
+}
+
 fn write_sealed(
     src: &dyn ImageSource,
     imported: &Imported,
@@ -198,30 +254,53 @@ fn write_sealed(
     dst: &ImageReference,
     opts: &SealOptions<'_>,
 ) -> Result<SealResult> {
+    let signer = opts.signer;
     let mut manifest: Value = serde_json::from_slice(&imported.manifest.bytes)?;
     let mut top = BTreeMap::new();
     {
-        let config = annotations_of(&mut manifest["config"])?;
+        let mut entries = BTreeMap::new();
         for d in &digests {
             let alg: Algorithm = d.algorithm.parse()?;
-            config.insert(sealspec::key(Role::Config, alg), d.config.clone().into());
+            insert_digest(
+                &mut entries,
+                sealspec::key(Role::Config, alg),
+                &d.config,
+                signer,
+            )?;
         }
+        insert_all(annotations_of(&mut manifest["config"])?, entries);
     }
     let layers = manifest["layers"]
         .as_array_mut()
         .context("manifest has no layers array")?;
     for (i, desc) in layers.iter_mut().enumerate() {
-        let ann = annotations_of(desc)?;
+        let mut entries = BTreeMap::new();
         for d in &digests {
             let alg: Algorithm = d.algorithm.parse()?;
-            ann.insert(sealspec::key(Role::Layer, alg), d.layers[i].clone().into());
+            insert_digest(
+                &mut entries,
+                sealspec::key(Role::Layer, alg),
+                &d.layers[i],
+                signer,
+            )?;
         }
+        insert_all(annotations_of(desc)?, entries);
     }
     for d in &digests {
         let alg: Algorithm = d.algorithm.parse()?;
-        top.insert(sealspec::key(Role::Merged, alg), d.merged.clone());
+        insert_digest(
+            &mut top,
+            sealspec::key(Role::Merged, alg),
+            &d.merged,
+            signer,
+        )?;
         if let Some(b) = &d.merged_bootable {
-            top.insert(sealspec::key(Role::MergedBootable, alg), b.clone());
+            insert_digest(
+                &mut top,
+                sealspec::key(Role::MergedBootable, alg),
+                b,
+                signer,
+            )?;
         }
     }
     let ann = annotations_of(&mut manifest)?;
@@ -247,6 +326,60 @@ fn write_sealed(
         annotations: top,
         manifest_digest,
         config_digest,
+        artifacts: Vec::new(),
+        signed: signer.is_some(),
+    })
+}
+
+/// Artifact mode: one artifact per algorithm, referring to the untouched image, written
+/// next to it.
+fn write_artifacts(
+    src: &ImageReference,
+    imported: &Imported,
+    digests: Vec<SealedDigests>,
+    opts: &SealOptions<'_>,
+) -> Result<SealResult> {
+    let subject = artifact::Subject {
+        digest: imported.manifest.digest.clone(),
+        size: imported.manifest.bytes.len(),
+    };
+    let mut artifacts = Vec::new();
+    let mut top = BTreeMap::new();
+    for d in &digests {
+        let alg: Algorithm = d.algorithm.parse()?;
+        let mut entries = Vec::new();
+        let roles = [
+            (Role::Manifest, d.manifest.as_ref()),
+            (Role::Config, Some(&d.config)),
+            (Role::Merged, Some(&d.merged)),
+            (Role::MergedBootable, d.merged_bootable.as_ref()),
+        ];
+        for (role, hex) in roles {
+            let Some(hex) = hex else { continue };
+            let digest = Digest::from_hex(hex)?;
+            let signature = match opts.signer {
+                Some(s) => Some(s.sign(&digest)?),
+                None => None,
+            };
+            top.insert(sealspec::key(role, alg), hex.clone());
+            entries.push(artifact::Entry {
+                role,
+                digest,
+                signature,
+            });
+        }
+        let built = artifact::build(&subject, alg, &entries)?;
+        artifact::push(src, &built, &subject.digest, opts.dest_tls_verify)
+            .with_context(|| format!("writing the composefs artifact of {src}"))?;
+        artifacts.push(built.digest);
+    }
+    Ok(SealResult {
+        digests,
+        annotations: top,
+        manifest_digest: subject.digest,
+        config_digest: imported.manifest.manifest.config().digest().to_string(),
+        artifacts,
+        signed: opts.signer.is_some(),
     })
 }
 
@@ -279,101 +412,4 @@ fn push(
         }
     }
     Ok(())
-}
-
-/// An OCI image layout being written.
-struct Layout<'a> {
-    dir: &'a Path,
-}
-
-impl<'a> Layout<'a> {
-    fn create(dir: &'a Path) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("blobs/sha256"))
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let marker = dir.join("oci-layout");
-        if !marker.exists() {
-            std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
-                .with_context(|| format!("writing {}", marker.display()))?;
-        }
-        Ok(Layout { dir })
-    }
-
-    fn blob_path(&self, digest: &str) -> Result<std::path::PathBuf> {
-        let d: oci_spec::image::Digest = digest.parse()?;
-        Ok(self
-            .dir
-            .join("blobs")
-            .join(d.algorithm().to_string())
-            .join(d.digest()))
-    }
-
-    /// Writes via a temporary name and rename, so a crash leaves no blob with wrong content.
-    fn write_with(&self, digest: &str, f: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-        let path = self.blob_path(digest)?;
-        if path.exists() {
-            return Ok(());
-        }
-        let parent = path.parent().context("blob path has no parent")?;
-        std::fs::create_dir_all(parent)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
-        f(tmp.as_file_mut())?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
-    }
-
-    fn write_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
-        self.write_with(digest, |f| Ok(f.write_all(bytes)?))
-    }
-
-    /// Copies a blob from the source, verified on the way.
-    fn copy_blob(&self, src: &dyn ImageSource, desc: &oci_spec::image::Descriptor) -> Result<()> {
-        self.write_with(desc.digest().as_ref(), |f| {
-            let mut r = VerifyingReader::for_descriptor(
-                src.open_blob(desc)?,
-                desc,
-                format!("blob {}", desc.digest()),
-            )?;
-            std::io::copy(&mut r, f).with_context(|| format!("copying blob {}", desc.digest()))?;
-            Ok(())
-        })
-    }
-
-    /// Names the manifest in `index.json` under `tag` (replacing an entry of that tag), or,
-    /// without a tag, makes it the only entry.
-    fn set_index(&self, tag: Option<&str>, digest: &str, size: usize) -> Result<()> {
-        let path = self.dir.join("index.json");
-        let mut index: Value = match std::fs::read(&path) {
-            Ok(b) => {
-                serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                json!({"schemaVersion": 2, "manifests": []})
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let manifests = index["manifests"]
-            .as_array_mut()
-            .with_context(|| format!("{}: no manifests array", path.display()))?;
-        let mut entry = json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": digest,
-            "size": size,
-        });
-        match tag {
-            Some(t) => {
-                manifests.retain(|m| m["annotations"][REF_NAME] != t);
-                entry["annotations"] = json!({ REF_NAME: t });
-            }
-            None => manifests.clear(),
-        }
-        manifests.push(entry);
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir)?;
-        tmp.write_all(&serde_json::to_vec(&index)?)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
-    }
 }

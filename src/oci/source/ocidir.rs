@@ -79,7 +79,8 @@ impl ImageSource for OciDir {
                     .as_ref()
                     .and_then(|a| a.get(REF_NAME))
                     .is_some_and(|n| n == t),
-                None => true,
+                // Artifacts (a composefs seal referring to an image) are not images.
+                None => d.artifact_type().is_none(),
             })
             .collect();
         let mut desc = match candidates.as_slice() {
