@@ -562,3 +562,71 @@ fn finalize_recovers_entries_a_power_cut_left_empty() {
         "{s:#}"
     );
 }
+
+#[test]
+fn the_host_config_can_require_a_signed_seal_for_upgrades() {
+    let (t, _v1) = installed();
+    let keys = t.dir.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    for k in ["a", "b"] {
+        common::run_ok(
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                ])
+                .args(["-subj", &format!("/CN={k}")])
+                .arg("-keyout")
+                .arg(keys.join(format!("{k}.key")))
+                .arg("-out")
+                .arg(keys.join(format!("{k}.pem"))),
+        );
+    }
+    // v2 published unsealed, then sealed and signed by b under another tag.
+    let layers = [osimage::base_layer(1), osimage::v2_layer()];
+    osimage::publish(&t.layout, "stable", &layers, "2");
+    let config = t.dir.path().join("config.toml");
+    let write_config = |cert: &str| {
+        fs::write(
+            &config,
+            format!(
+                "require-sealed = true\nverity-cert = [\"{}\"]\n",
+                keys.join(cert).display()
+            ),
+        )
+        .unwrap()
+    };
+    write_config("a.pem");
+    let (c, _, err) =
+        code(&mut t.cmd(&["upgrade", "--json", "--config", config.to_str().unwrap()]));
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("is not sealed"), "{err}");
+
+    common::run_ok(
+        common::cfsctl()
+            .args(["oci", "seal", "--sign-key"])
+            .arg(keys.join("b.key"))
+            .arg("--sign-cert")
+            .arg(keys.join("b.pem"))
+            .arg(t.origin("stable"))
+            .arg(t.origin("signed")),
+    );
+    let switch = |cfg: &std::path::Path| {
+        code(
+            t.cmd(&["switch", "--json", "--config", cfg.to_str().unwrap()])
+                .arg(t.origin("signed")),
+        )
+    };
+    // Signed by b, a's certificate configured: refused, nothing staged.
+    let (c, _, err) = switch(&config);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("the signature of composefs."), "{err}");
+    assert!(t.status()["deployments"].as_array().unwrap().len() == 1);
+    // b's certificate: staged.
+    write_config("b.pem");
+    let (c, out, err) = switch(&config);
+    assert_eq!(c, 0, "{out}{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["result"],
+        "staged"
+    );
+}

@@ -15,6 +15,7 @@ use crate::deploy::etc::ConflictPolicy;
 use crate::deploy::status::{DeploymentStatus, Status};
 use crate::deploy::upgrade::{UpgradeOptions, UpgradeOutcome};
 use crate::deploy::{Host, HostOptions, finalize, health, rollback, stage, status, upgrade};
+use crate::fsverity::signature::TrustedCerts;
 use crate::oci::pull::PullProgress;
 use crate::oci::source::SourceOptions;
 
@@ -117,6 +118,10 @@ impl Upgrade {
         if !self.check {
             host.lock()?;
         }
+        let certs = match host.config.verity_cert.as_slice() {
+            [] => None,
+            paths => Some(TrustedCerts::load(paths).context("verity-cert in the host config")?),
+        };
         let bar = if self.json { None } else { Bar::new() };
         let opts = UpgradeOptions {
             check: self.check,
@@ -127,6 +132,9 @@ impl Upgrade {
                 policy: self.signatures.options(),
             },
             progress: bar.as_ref().map(|b| b as &dyn PullProgress),
+            require_sealed: host.config.require_sealed,
+            verity_certs: certs.as_ref(),
+            kernel_signature: host.config.kernel_signature,
         };
         let outcome = upgrade::upgrade(&host, origin, &opts)?;
         drop(bar);

@@ -7,6 +7,9 @@
 //! etc-conflict = "refuse"   # refuse | keep-local | take-new
 //! auto-update = "stage"     # what cfsctl-upgrade.service does: none | check | stage | apply
 //! tls-verify = true         # verify registry certificates when pulling
+//! require-sealed = false    # refuse updates without a composefs seal (inline or artifact)
+//! verity-cert = []          # certificates the seal's fs-verity signatures must be made with
+//! kernel-signature = false  # enable verity on the new image with its signature (.fs-verity)
 //! ```
 //! Command-line flags override the file. With `--sysroot`, the file is read only when
 //! `--config` names it (a mounted target's `/etc` is in its image and state, not here).
@@ -50,6 +53,12 @@ pub struct HostConfig {
     pub auto_update: AutoUpdate,
     /// Verify registry TLS certificates.
     pub tls_verify: bool,
+    /// Refuse unsealed images (`oci pull --require-sealed`).
+    pub require_sealed: bool,
+    /// Certificates whose keys must have signed the seal (`oci pull --verity-cert`).
+    pub verity_cert: Vec<std::path::PathBuf>,
+    /// Apply the image's signature in the kernel (`oci pull --kernel-signature`).
+    pub kernel_signature: bool,
 }
 
 impl Default for HostConfig {
@@ -60,6 +69,9 @@ impl Default for HostConfig {
             etc_conflict: ConflictPolicy::Refuse,
             auto_update: AutoUpdate::Stage,
             tls_verify: true,
+            require_sealed: false,
+            verity_cert: Vec::new(),
+            kernel_signature: false,
         }
     }
 }
@@ -78,6 +90,9 @@ impl HostConfig {
         }
         if !(1..=64).contains(&c.boot_tries) {
             bail!("boot-tries = {}: between 1 and 64", c.boot_tries);
+        }
+        if c.kernel_signature && c.verity_cert.is_empty() {
+            bail!("kernel-signature = true needs verity-cert (the signature is checked first)");
         }
         Ok(c)
     }
@@ -107,12 +122,23 @@ mod tests {
         assert_eq!(c.boot_tries, 1);
         assert_eq!(c.etc_conflict, ConflictPolicy::KeepLocal);
         assert_eq!(c.auto_update, AutoUpdate::Check);
+        let c = HostConfig::parse(
+            "require-sealed = true\nverity-cert = [\"/etc/cfsctl/a.pem\"]\nkernel-signature = true\n",
+        )
+        .unwrap();
+        assert!(c.require_sealed && c.kernel_signature);
+        assert_eq!(
+            c.verity_cert,
+            [std::path::PathBuf::from("/etc/cfsctl/a.pem")]
+        );
         for bad in [
             "kep = 2",
             "keep = 0",
             "boot-tries = 0",
             "etc-conflict = \"merge\"",
             "auto-update = \"sometimes\"",
+            "kernel-signature = true",
+            "verity-cert = \"/one/path\"",
         ] {
             assert!(HostConfig::parse(bad).is_err(), "{bad}");
         }

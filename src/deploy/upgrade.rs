@@ -16,6 +16,7 @@ use super::host::{Deployment, Host, HostState};
 use super::stage::{self, NewDeployment, OciInfo, StageOptions};
 use crate::boot::BootState;
 use crate::fsverity::Digest;
+use crate::fsverity::signature::TrustedCerts;
 use crate::oci::pull::{self, PullOptions, PullProgress, Tagging};
 use crate::oci::record as oci_record;
 use crate::oci::reference::ImageReference;
@@ -34,6 +35,12 @@ pub struct UpgradeOptions<'a> {
     pub source: SourceOptions,
     /// Progress display for the pull.
     pub progress: Option<&'a dyn PullProgress>,
+    /// Refuse an unsealed image.
+    pub require_sealed: bool,
+    /// Require the seal's signatures by these certificates' keys.
+    pub verity_certs: Option<&'a TrustedCerts>,
+    /// Enable verity on the new image with its signature.
+    pub kernel_signature: bool,
 }
 
 impl std::fmt::Debug for UpgradeOptions<'_> {
@@ -42,6 +49,9 @@ impl std::fmt::Debug for UpgradeOptions<'_> {
             .field("check", &self.check)
             .field("download_only", &self.download_only)
             .field("policy", &self.policy)
+            .field("require_sealed", &self.require_sealed)
+            .field("verity_certs", &self.verity_certs)
+            .field("kernel_signature", &self.kernel_signature)
             .finish_non_exhaustive()
     }
 }
@@ -185,10 +195,11 @@ pub fn upgrade(
             &origin,
             &PullOptions {
                 tagging: Tagging::Name(origin.clone()),
-                require_sealed: false,
+                require_sealed: opts.require_sealed,
                 source: opts.source.clone(),
                 progress: opts.progress,
-                ..Default::default()
+                verity_certs: opts.verity_certs,
+                kernel_signature: opts.kernel_signature,
             },
         )?;
         stage_pulled(host, &repo, &state, &cur, &rec, &origin, &pulled, opts)

@@ -29,7 +29,7 @@ use super::sealspec::{self, Role};
 pub use super::sealspec::{Artifact, Entry};
 use super::source::{self, MAX_JSON, SourceOptions, ocidir::OciDir};
 use crate::bounded;
-use crate::fsverity::{Algorithm, Digest};
+use crate::fsverity::Algorithm;
 
 /// `artifactType` of a composefs metadata artifact.
 pub const ARTIFACT_TYPE: &str = "application/vnd.composefs.metadata.v1";
@@ -544,6 +544,7 @@ fn run_copy(args: &[&str], tls_verify: bool, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsverity::Digest;
 
     #[test]
     fn sibling_references() {
