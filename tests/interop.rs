@@ -249,3 +249,99 @@ fn one_layer_with_hard_links_and_xattrs() {
 fn whiteouts_and_opaque_directories() {
     check("whiteouts", vec![base_layer(), whiteout_layer()]);
 }
+
+/// `file_contexts` in the style of the reference policy: the last match wins, type-specific
+/// lines, `<<none>>`, character classes, alternatives.
+const FILE_CONTEXTS: &str = r"# interop test policy
+/.*					system_u:object_r:default_t:s0
+/			-d	system_u:object_r:root_t:s0
+/[^/]+			--	system_u:object_r:etc_runtime_t:s0
+/usr(/.*)?				system_u:object_r:usr_t:s0
+/usr/bin(/.*)?				system_u:object_r:bin_t:s0
+/usr/sbin(/.*)?				system_u:object_r:bin_t:s0
+/usr/bin/tool			--	system_u:object_r:tool_exec_t:s0
+/usr/bin/(ba)?sh		--	system_u:object_r:shell_exec_t:s0
+/usr/bin/sh			-l	system_u:object_r:bin_t:s0
+/usr/lib(/.*)?				system_u:object_r:lib_t:s0
+/usr/lib/modules(/.*)?			system_u:object_r:modules_object_t:s0
+/usr/libexec(/.*)?			system_u:object_r:bin_t:s0
+/usr/share(/.*)?			system_u:object_r:usr_t:s0
+/usr/share/doc/[^/]+/copyright	--	system_u:object_r:doc_license_t:s0
+/usr/share/selinux(/.*)?		system_u:object_r:policy_src_t:s0
+/etc(/.*)?				system_u:object_r:etc_t:s0
+/etc/hostname			--	system_u:object_r:net_conf_t:s0
+/etc/(helper|other)-link		--	system_u:object_r:helper_conf_t:s0
+/etc/selinux(/.*)?			system_u:object_r:selinux_config_t:s0
+/etc/selinux/([^/]*/)?contexts(/.*)?	system_u:object_r:default_context_t:s0
+/etc/selinux/([^/]*/)?contexts/files(/.*)?	system_u:object_r:file_context_t:s0
+/dev(/.*)?				system_u:object_r:device_t:s0
+/dev/null			-c	system_u:object_r:null_device_t:s0
+/run(/.*)?				system_u:object_r:var_run_t:s0
+/run/fifo			-p	system_u:object_r:initctl_t:s0
+/tmp				-d	system_u:object_r:tmp_t:s0
+/tmp/.*					<<none>>
+/boot(/.*)?				system_u:object_r:boot_t:s0
+/sysroot(/.*)?				system_u:object_r:root_t:s0
+/var(/.*)?				system_u:object_r:var_t:s0
+/var/lib(/.*)?				system_u:object_r:var_lib_t:s0
+/var/run			-l	system_u:object_r:var_run_t:s0
+";
+
+/// A layer shipping an SELinux policy (its config, `file_contexts`, `.local`, `.subs`) and a
+/// hard link whose two paths are labelled differently.
+fn policy_layer() -> Vec<u8> {
+    use Entry::*;
+    tar(
+        &[
+            Dir("etc", 0o755),
+            Dir("etc/selinux", 0o755),
+            File(
+                "etc/selinux/config",
+                0o644,
+                b"# SELINUXTYPE=ignored\nSELINUX=enforcing\n SELINUXTYPE = default \n".to_vec(),
+            ),
+            Dir("etc/selinux/default", 0o755),
+            Dir("etc/selinux/default/contexts", 0o755),
+            Dir("etc/selinux/default/contexts/files", 0o755),
+            File(
+                "etc/selinux/default/contexts/files/file_contexts",
+                0o644,
+                FILE_CONTEXTS.as_bytes().to_vec(),
+            ),
+            File(
+                "etc/selinux/default/contexts/files/file_contexts.local",
+                0o644,
+                b"/etc/hostname -- system_u:object_r:local_hostname_t:s0\n".to_vec(),
+            ),
+            File(
+                "etc/selinux/default/contexts/files/file_contexts.subs",
+                0o644,
+                b"/opt /usr\n".to_vec(),
+            ),
+            Dir("usr", 0o755),
+            Dir("usr/libexec", 0o755),
+            File("usr/libexec/helper", 0o755, common::content(3000, 8)),
+            Link("etc/helper-link", "usr/libexec/helper"),
+            Link("usr/libexec/helper-again", "usr/libexec/helper"),
+            Dir("opt", 0o755),
+            Dir("opt/bin", 0o755),
+            File("opt/bin/tool", 0o755, common::content(100, 9)),
+            Symlink("var/run", "../run"),
+            Dir("var", 0o755),
+        ],
+        &[("usr/libexec/helper", "security.selinux", b"build_host_t\0")],
+    )
+}
+
+#[test]
+fn an_image_with_an_selinux_policy_is_labelled_as_composefs_rs_labels_it() {
+    // Real package content: bash (its /bin files are aliased to /usr/bin by the policy
+    // package's file_contexts.subs_dist) and selinux-policy-default itself.
+    let Some(debs) = ociimage::deb_tars(&["bash", "selinux-policy-default"]) else {
+        return;
+    };
+    let mut layers = vec![base_layer()];
+    layers.extend(debs);
+    layers.push(policy_layer());
+    check("selinux policy", layers);
+}

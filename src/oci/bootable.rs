@@ -11,9 +11,10 @@
 //! 2. Compaction (what only `/boot` or `/sysroot` named goes; link counts recomputed).
 //! 3. SELinux: with no policy in the image (no `/etc/selinux/config` naming a
 //!    `SELINUXTYPE`), every `security.selinux` xattr is removed. An image that ships a policy
-//!    is labelled from it by composefs-rs; cfsctl does not implement `file_contexts`
-//!    matching and refuses ([`BootableError::SelinuxPolicy`]) rather than publish a digest
-//!    that would differ from bootc's.
+//!    is labelled from its `file_contexts` ([`super::selabel`]), every inode, and link
+//!    counts are recomputed (a hard link whose paths get different labels is split). A
+//!    policy that cannot be read or compiled is an error ([`BootableError::SelinuxPolicy`]):
+//!    no boot variant rather than one whose digest differs from bootc's.
 
 use anyhow::Result;
 
@@ -26,15 +27,20 @@ pub enum BootableError {
     /// `/usr`, `/boot` or `/sysroot` is missing or not a directory.
     #[error("not bootable: {0} is missing or not a directory")]
     MissingDirectory(&'static str),
-    /// The image ships an SELinux policy, whose labels cfsctl cannot compute.
-    #[error(
-        "the image ships an SELinux policy (/etc/selinux/config: SELINUXTYPE={0}); labelling \
-         its boot variant from file_contexts is not implemented by cfsctl"
-    )]
-    SelinuxPolicy(String),
+    /// The image's SELinux policy cannot be used to label the boot variant.
+    #[error("the image's SELinux policy (/etc/selinux/config: SELINUXTYPE={policy}): {why}")]
+    SelinuxPolicy {
+        /// The policy's name.
+        policy: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `/etc/selinux/config` or a policy file is not a regular file.
+    #[error("{0} is not a regular file")]
+    NotRegular(String),
 }
 
-const SELINUX_XATTR: &[u8] = b"security.selinux";
+use super::selabel::{self, SELINUX_XATTR};
 
 /// Turns the canonical merged tree into its boot variant. `read` returns the content of a
 /// regular file of the tree (needed for `/etc/selinux/config`).
@@ -55,13 +61,45 @@ pub fn make_bootable(
         inode.mtime.sec = usr_sec;
     }
     compact_in_place(tree);
-    if let Some(policy) = selinux_policy(tree, &read)? {
-        return Err(BootableError::SelinuxPolicy(policy).into());
-    }
-    for inode in &mut tree.inodes {
-        inode.xattrs.retain(|x| &*x.name != SELINUX_XATTR);
+    match selinux_policy(tree, &read)? {
+        Some(name) => {
+            let policy =
+                load_policy(tree, &read, &name).map_err(|e| BootableError::SelinuxPolicy {
+                    policy: name.clone(),
+                    why: format!("{e:#}"),
+                })?;
+            selabel::label(tree, &policy);
+            compact_in_place(tree);
+        }
+        None => {
+            for inode in &mut tree.inodes {
+                inode.xattrs.retain(|x| &*x.name != SELINUX_XATTR);
+            }
+        }
     }
     Ok(())
+}
+
+/// Reads `/etc/selinux/<name>/contexts/files/file_contexts*` and compiles them.
+fn load_policy(
+    tree: &Tree,
+    read: &impl Fn(&Tree, usize) -> Result<Vec<u8>>,
+    name: &str,
+) -> Result<selabel::Policy> {
+    let dir_path = format!("/etc/selinux/{name}/contexts/files");
+    let dir = tree
+        .lookup(dir_path.as_bytes())
+        .filter(|&i| tree.inodes[i].is_dir())
+        .ok_or_else(|| anyhow::anyhow!("{dir_path} is missing or not a directory"))?;
+    selabel::Policy::build(|file| {
+        let Some(entry) = tree.inodes[dir].entries.get(file.as_bytes()) else {
+            return Ok(None);
+        };
+        if tree.inodes[entry.inode].file_type() != Some(FileType::Regular) {
+            return Err(BootableError::NotRegular(format!("{dir_path}/{file}")).into());
+        }
+        read(tree, entry.inode).map(Some)
+    })
 }
 
 /// The `SELINUXTYPE` of `/etc/selinux/config`, read as composefs-rs does: the first line
@@ -74,7 +112,7 @@ fn selinux_policy(
         return Ok(None);
     };
     if tree.inodes[config].file_type() != Some(FileType::Regular) {
-        return Ok(None);
+        return Err(BootableError::NotRegular("/etc/selinux/config".into()).into());
     }
     let text = read(tree, config)?;
     for line in String::from_utf8_lossy(&text).lines() {
@@ -127,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_composefs_rs_would_label_or_reject() {
+    fn refuses_a_policy_it_cannot_read_and_what_is_not_bootable() {
         let base = "/ 0 40755 5 0 0 0 1.0 - - -\n/boot 0 40755 2 0 0 0 1.0 - - -\n\
             /etc 0 40755 3 0 0 0 1.0 - - -\n/etc/selinux 0 40755 2 0 0 0 1.0 - - -\n";
         let with_config = |text: &str| {
@@ -142,7 +180,8 @@ mod tests {
         let mut tree = parse(policy.as_bytes(), ParseMode::Lenient).unwrap();
         let err = make_bootable(&mut tree, inline).unwrap_err();
         assert!(
-            matches!(err.downcast_ref(), Some(BootableError::SelinuxPolicy(p)) if p == "targeted"),
+            matches!(err.downcast_ref(), Some(BootableError::SelinuxPolicy { policy, why })
+                if policy == "targeted" && why.contains("contexts/files is missing")),
             "{err:#}"
         );
         // A commented-out type is no policy.

@@ -23,6 +23,7 @@ pub mod record;
 pub mod reference;
 pub mod seal;
 pub mod sealspec;
+pub mod selabel;
 pub mod source;
 pub mod stream;
 

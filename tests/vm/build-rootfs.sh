@@ -45,6 +45,9 @@ OUT=$1
 # systemd-bless-boot; skopeo: cfsctl pulls through its image proxy.
 PKGS=linux-image-amd64,systemd,systemd-sysv,udev,dracut,dracut-core,kmod,e2fsprogs,fsverity,util-linux,zstd
 PKGS+=,systemd-boot,systemd-boot-efi,skopeo
+# libssl3t64: cfsctl links OpenSSL (fs-verity signatures); keyutils: the kernel-signature case
+# loads a certificate into the .fs-verity keyring.
+PKGS+=,keyutils,libssl3t64
 TMP=$OUT.tmp
 SELF=$(readlink -f "$0")
 # Install dracut before the kernel so its postinst hook (not initramfs-tools) is the
